@@ -1,0 +1,129 @@
+"""Stage outputs as atomic directories with manifests, plus the fingerprints that key the caches.
+
+A stage writes into a temp directory beside its final place and renames it into place when complete;
+the manifest is the last file written. So a directory with a manifest is always a finished artifact,
+and a killed stage leaves at most a temp directory that no one takes for a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+import ftcore
+
+MANIFEST = "ftflow-manifest.json"
+_BIG_FILE = 64 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+
+class Artifact(BaseModel):
+    """What a stage made: enough for later stages to need nothing else."""
+
+    kind: str = Field(description="model, dataset, tokenized, adapter, checkpoint, eval, merged, registered")
+    path: str = Field(description="Absolute path of the artifact directory (or a URI for registry entries).")
+    fingerprint: str = Field(description="Content hash: changes exactly when the artifact's content changes.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def hash_json(value: Any) -> str:
+    """Stable sha256 of a JSON-able value (sorted keys), for config sections and key parts."""
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint_file(path: Path) -> str:
+    """sha256 of a file; files over 64 MiB hash their size plus first and last MiB (weights are big)."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if size <= _BIG_FILE:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+        else:
+            digest.update(str(size).encode())
+            digest.update(handle.read(_CHUNK))
+            handle.seek(size - _CHUNK)
+            digest.update(handle.read(_CHUNK))
+    return digest.hexdigest()
+
+
+def fingerprint_path(path: Path, ignore: tuple[str, ...] = (MANIFEST,)) -> str:
+    """Content hash of a file or a directory tree (relative names + file hashes)."""
+    path = Path(path)
+    if path.is_file():
+        return fingerprint_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if rel.split("/")[0] in ignore or "/." in f"/{rel}":
+            continue
+        digest.update(rel.encode())
+        digest.update(fingerprint_file(file).encode())
+    return digest.hexdigest()
+
+
+def stage_key(stage: str, config: Any, inputs: list[str], extra: Any = None) -> str:
+    """Cache key of a stage: its config section, its inputs' fingerprints and the ftflow version."""
+    return hash_json(
+        {"stage": stage, "config": config, "inputs": inputs, "extra": extra, "v": ftcore.__version__}
+    )
+
+
+def read_manifest(path: str | Path) -> Artifact | None:
+    """The artifact finished at `path`, or None when nothing complete is there."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        return Artifact.model_validate_json(manifest.read_text())
+    except ValueError:
+        return None
+
+
+def write_manifest(directory: Path, artifact: Artifact) -> None:
+    """Write the manifest atomically: it marks the directory complete, so it goes last."""
+    tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}"
+    tmp.write_text(artifact.model_dump_json(indent=2))
+    os.replace(tmp, directory / MANIFEST)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temp dir beside `final`; on success it replaces `final` in one rename.
+
+    On error the temp dir is removed and whatever was at `final` before is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_temps(parent: Path) -> None:
+    """Remove temp dirs left by killed stages (never complete, never read)."""
+    if parent.is_dir():
+        for child in parent.iterdir():
+            if child.is_dir() and child.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(child, ignore_errors=True)

@@ -1,0 +1,28 @@
+"""Typed config: one section per stage, composed into PipelineConfig, loaded from YAML."""
+
+from ftcore.config.loader import dump_config, load_config
+from ftcore.config.pipeline import PipelineConfig
+from ftcore.config.sections import (
+    DataConfig,
+    EvalConfig,
+    ExportConfig,
+    LoraConfig,
+    ModelConfig,
+    RegisterConfig,
+    ServeConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ExportConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "PipelineConfig",
+    "RegisterConfig",
+    "ServeConfig",
+    "TrainConfig",
+    "dump_config",
+    "load_config",
+]

@@ -1,0 +1,127 @@
+"""Map LLaMA-Factory's flat YAML keys onto ftflow's sectioned config.
+
+A LLaMA-Factory user's `train_lora.yaml` should run with `ft train that.yaml` unchanged. Keys that
+change nothing here (logging switches, cache flags) are accepted and reported; any other unknown key
+is an error that names it, as for the native format.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ftcore.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# flat key -> dotted path in PipelineConfig
+KEY_MAP: dict[str, str] = {
+    "model_name_or_path": "model.name_or_path",
+    "model_revision": "model.revision",
+    "adapter_name_or_path": "model.adapter_name_or_path",
+    "trust_remote_code": "model.trust_remote_code",
+    "cache_dir": "model.cache_dir",
+    "template": "data.template",
+    "dataset": "data.dataset",
+    "dataset_dir": "data.dataset_dir",
+    "eval_dataset": "data.eval_dataset",
+    "val_size": "data.val_size",
+    "cutoff_len": "data.cutoff_len",
+    "max_samples": "data.max_samples",
+    "train_on_prompt": "data.train_on_prompt",
+    "stage": "train.stage",
+    "finetuning_type": "train.finetuning_type",
+    "lora_rank": "train.lora.rank",
+    "lora_alpha": "train.lora.alpha",
+    "lora_dropout": "train.lora.dropout",
+    "lora_target": "train.lora.target",
+    "output_dir": "train.output_dir",
+    "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps",
+    "save_total_limit": "train.save_total_limit",
+    "per_device_train_batch_size": "train.per_device_train_batch_size",
+    "per_device_eval_batch_size": "train.per_device_eval_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "learning_rate": "train.learning_rate",
+    "num_train_epochs": "train.num_train_epochs",
+    "max_steps": "train.max_steps",
+    "lr_scheduler_type": "train.lr_scheduler_type",
+    "warmup_ratio": "train.warmup_ratio",
+    "weight_decay": "train.weight_decay",
+    "max_grad_norm": "train.max_grad_norm",
+    "bf16": "train.bf16",
+    "fp16": "train.fp16",
+    "seed": "train.seed",
+    "report_to": "train.report_to",
+    "resume_from_checkpoint": "train.resume_from_checkpoint",
+    "export_dir": "export.export_dir",
+    "max_new_tokens": "eval.max_new_tokens",
+}
+
+# Keys that steer LLaMA-Factory's own machinery and have no effect here: accepted, reported.
+IGNORED_KEYS = frozenset(
+    {
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "overwrite_output_dir",
+        "overwrite_cache",
+        "plot_loss",
+        "preprocessing_num_workers",
+        "dataloader_num_workers",
+        "ddp_timeout",
+        "eval_strategy",
+        "eval_steps",
+        "save_only_model",
+        "use_fast_tokenizer",
+        "flash_attn",
+        "export_size",
+        "export_device",
+        "export_legacy_format",
+    }
+)
+
+_FLAT_MARKERS = frozenset({"model_name_or_path", "stage", "finetuning_type", "dataset"})
+
+
+def is_flat(raw: dict[str, Any]) -> bool:
+    """A LLaMA-Factory file has its keys at the top level instead of in sections."""
+    return bool(_FLAT_MARKERS & raw.keys())
+
+
+def flat_to_nested(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
+    """Turn flat LLaMA-Factory keys into the nested dict PipelineConfig validates."""
+    nested: dict[str, Any] = {}
+    ignored = []
+    for key, value in raw.items():
+        if key in ("name", "workdir"):
+            nested[key] = value
+        elif key in KEY_MAP:
+            if key in ("lora_target", "dataset", "eval_dataset", "report_to") and isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if key == "report_to" and value in (["none"], ["None"]):
+                value = ["none"]
+            set_dotted(nested, KEY_MAP[key], value)
+        elif key in IGNORED_KEYS:
+            ignored.append(key)
+        else:
+            raise ConfigError(
+                f"{source}: unknown LLaMA-Factory key '{key}'. Supported keys: {', '.join(sorted(KEY_MAP))}"
+            )
+    if raw.get("do_train") is False:
+        raise ConfigError(f"{source}: do_train: false is not supported by `ft train`; use `ft eval` instead")
+    if ignored:
+        log.info("%s: ignoring LLaMA-Factory keys with no effect in ftflow: %s", source, ", ".join(ignored))
+    return nested
+
+
+def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set target['a']['b']['c'] = value for dotted='a.b.c', creating dicts on the way."""
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value

@@ -1,0 +1,174 @@
+"""One pydantic model per pipeline stage.
+
+Every field carries a description: the same text feeds `ft config show --help-fields`, the Prefect UI
+form and the docs. `extra="forbid"` turns a typo into an error that names the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class Section(BaseModel):
+    """Base for all config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "builtin:tiny-qwen2",
+        description="Model reference: a local path, hf:org/name[@revision], ms:org/name[@revision] "
+        "(ModelScope) or builtin:NAME (tiny random models built locally, for tests and the quickstart).",
+    )
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit); overrides an @revision in the reference."
+    )
+    adapter_name_or_path: str | None = Field(
+        None, description="An existing LoRA adapter directory to evaluate or merge instead of training one."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub to run. Off unless you trust the repository."
+    )
+    cache_dir: str | None = Field(
+        None, description="Where hub downloads live; defaults to HF_HUB_CACHE / MODELSCOPE_CACHE."
+    )
+
+
+class DataConfig(Section):
+    dataset: list[str] = Field(
+        default_factory=lambda: ["demo_alpaca", "identity"],
+        description="Training dataset names from dataset_dir/dataset_info.json (LLaMA-Factory format).",
+    )
+    dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the data files.")
+    eval_dataset: list[str] = Field(
+        default_factory=list,
+        description="Held-out dataset names for evaluation; when empty, val_size splits one off.",
+    )
+    val_size: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of the training rows held out when eval_dataset is empty."
+    )
+    template: str | None = Field(
+        None, description="Chat template name (qwen, llama3, ...); defaults to the model's own."
+    )
+    cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per example after templating.")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
+    train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (no masking).")
+    seed: int = Field(42, description="Seed for the train / validation split and shuffling.")
+
+    @field_validator("dataset", "eval_dataset", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class LoraConfig(Section):
+    rank: int = Field(8, gt=0, description="LoRA rank r.")
+    alpha: int | None = Field(None, gt=0, description="LoRA alpha; defaults to 2 x rank.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target: list[str] = Field(
+        default_factory=lambda: ["all"],
+        description="Module names to adapt; 'all' means every linear layer except the output head.",
+    )
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class TrainConfig(Section):
+    stage: Literal["sft"] = Field("sft", description="Training stage. sft: supervised fine-tuning.")
+    finetuning_type: Literal["lora", "full"] = Field(
+        "lora", description="lora: train an adapter; full: all weights."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (finetuning_type=lora).")
+    output_dir: str | None = Field(
+        None, description="Where checkpoints and the trained model go; defaults to a folder in the workdir."
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(
+        3.0, gt=0, description="Epochs over the training set (ignored if max_steps > 0)."
+    )
+    max_steps: int = Field(-1, description="Total optimizer steps; -1 means use num_train_epochs.")
+    per_device_train_batch_size: int = Field(4, gt=0, description="Examples per device per step.")
+    per_device_eval_batch_size: int = Field(8, gt=0, description="Examples per device per eval step.")
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="Micro-batches accumulated per optimizer step."
+    )
+    lr_scheduler_type: str = Field(
+        "cosine", description="transformers scheduler name (linear, cosine, constant...)."
+    )
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    logging_steps: int = Field(10, gt=0, description="Log loss every N steps.")
+    save_steps: int = Field(100, gt=0, description="Write a checkpoint every N steps.")
+    save_total_limit: int | None = Field(3, gt=0, description="Keep at most this many checkpoints.")
+    bf16: bool | None = Field(
+        None, description="bf16 mixed precision; default: on where the hardware supports it."
+    )
+    fp16: bool = Field(False, description="fp16 mixed precision (CUDA only).")
+    seed: int = Field(42, description="Training seed.")
+    resume_from_checkpoint: str | None = Field(
+        "auto",
+        description="'auto': resume from the last complete checkpoint in output_dir if any; a path: that "
+        "checkpoint; null: always start from step 0.",
+    )
+    report_to: list[str] = Field(
+        default_factory=lambda: ["mlflow"], description="Experiment trackers; 'mlflow' or 'none'."
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class EvalConfig(Section):
+    enabled: bool = Field(True, description="Run the evaluate stage.")
+    compare_base: bool = Field(
+        True, description="Also evaluate the base model, to show what the fine-tune changed."
+    )
+    batch_size: int = Field(8, gt=0, description="Examples per forward pass for loss / perplexity.")
+    max_samples: int | None = Field(64, gt=0, description="Evaluate on at most this many held-out rows.")
+    generation_samples: int = Field(
+        16, ge=0, description="Held-out prompts to generate answers for (scored by exact match and ROUGE-L)."
+    )
+    max_new_tokens: int = Field(32, gt=0, description="Generation length limit.")
+
+
+class ExportConfig(Section):
+    merge: bool = Field(
+        True, description="Merge the LoRA adapter into the base model (no-op for full tuning)."
+    )
+    export_dir: str | None = Field(None, description="Where the merged model goes; defaults to the workdir.")
+
+
+class RegisterConfig(Section):
+    enabled: bool = Field(True, description="Register the merged model in the MLflow model registry.")
+    model_name: str = Field("ftflow-model", description="Registered model name in MLflow.")
+    alias: str = Field("candidate", description="Alias given to the new model version.")
+    experiment: str = Field("ftflow", description="MLflow experiment that holds the runs.")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; MLFLOW_TRACKING_URI wins, default sqlite:///<workdir>/mlflow.db.",
+    )
+
+
+class ServeConfig(Section):
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="auto: vLLM when installed, else the transformers backend (same OpenAI API)."
+    )
+    host: str = Field("127.0.0.1", description="Bind address. Binding beyond localhost requires api_key.")
+    port: int = Field(8000, gt=0, lt=65536, description="Port of the OpenAI-compatible server.")
+    api_key: SecretStr | None = Field(None, description="Bearer key clients must send; never logged.")
+    model_alias: str = Field("champion", description="Registry alias to serve.")
