@@ -8,7 +8,7 @@ from ftcore.config.sections import (
     ExportConfig,
     LoraConfig,
     ModelConfig,
-    RegisterConfig,
+    RegistryConfig,
     ServeConfig,
     TrainConfig,
 )
@@ -20,7 +20,7 @@ __all__ = [
     "LoraConfig",
     "ModelConfig",
     "PipelineConfig",
-    "RegisterConfig",
+    "RegistryConfig",
     "ServeConfig",
     "TrainConfig",
     "dump_config",

@@ -11,7 +11,7 @@ from ftcore.config.sections import (
     EvalConfig,
     ExportConfig,
     ModelConfig,
-    RegisterConfig,
+    RegistryConfig,
     Section,
     ServeConfig,
     TrainConfig,
@@ -29,21 +29,26 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training stage and method.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation on the held-out split.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="LoRA merge and export.")
-    register: RegisterConfig = Field(default_factory=RegisterConfig, description="MLflow model registry.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow model registry.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="OpenAI-compatible serving.")
 
-    # Where the config came from, so relative paths (dataset_dir, output_dir) resolve against the YAML's
-    # folder when it is not the current one. Not part of any cache key.
+    # The YAML file's folder: inputs (dataset_dir) that do not exist relative to the current folder are
+    # looked up there, so a config runs from anywhere. Not part of any cache key.
     base_dir: str | None = Field(
-        None, description="Folder that relative paths resolve against.", exclude=True
+        None, description="Folder of the config file, for input paths.", exclude=True
     )
 
     def resolve_path(self, value: str | Path) -> Path:
-        """Absolute path for a config value, relative to the config file's folder or the current one."""
+        """Absolute path of an output location: relative to the current folder, as in LLaMA-Factory."""
+        return Path(value).expanduser().absolute()
+
+    def resolve_input(self, value: str | Path) -> Path:
+        """Absolute path of an input: the current folder first, then the config file's folder."""
         path = Path(value).expanduser()
-        if path.is_absolute():
-            return path
-        return (Path(self.base_dir) if self.base_dir else Path.cwd()) / path
+        if path.is_absolute() or path.exists() or not self.base_dir:
+            return path.absolute()
+        beside = Path(self.base_dir) / path
+        return beside if beside.exists() else path.absolute()
 
     @property
     def workdir_path(self) -> Path:

@@ -153,7 +153,7 @@ class ExportConfig(Section):
     export_dir: str | None = Field(None, description="Where the merged model goes; defaults to the workdir.")
 
 
-class RegisterConfig(Section):
+class RegistryConfig(Section):
     enabled: bool = Field(True, description="Register the merged model in the MLflow model registry.")
     model_name: str = Field("ftflow-model", description="Registered model name in MLflow.")
     alias: str = Field("candidate", description="Alias given to the new model version.")

@@ -1,0 +1,153 @@
+"""`ft`: run the whole pipeline as a Prefect flow, or one stage directly, LLaMA-Factory style.
+
+ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, register)
+ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
+ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
+ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir)
+ft config show CFG [...]        print the resolved config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from ftcore.errors import FtflowError
+
+EXAMPLES = (
+    "overrides use dotted paths: train.learning_rate=2e-4 data.max_samples=100 (or flat LLaMA-Factory keys)"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="store_true", help="print the ftflow version and exit")
+    sub = parser.add_subparsers(dest="command")
+    helps = {
+        "run": "run the whole pipeline as one Prefect flow run",
+        "train": "fetch, preprocess and train (no Prefect)",
+        "eval": "evaluate base and fine-tuned model on the held-out split (no Prefect)",
+        "export": "merge the LoRA adapter into the base model (no Prefect)",
+    }
+    for name, text in helps.items():
+        cmd = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES)
+        cmd.add_argument("config", help="YAML config (ftflow sections or LLaMA-Factory flat keys)")
+        cmd.add_argument("overrides", nargs="*", help="key=value overrides")
+    config = sub.add_parser("config", help="inspect configs")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the resolved config as YAML", epilog=EXAMPLES)
+    show.add_argument("config")
+    show.add_argument("overrides", nargs="*")
+    config_sub.add_parser("schema", help="print the JSON schema of the config (every field, described)")
+    return parser
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("ftcore").setLevel(logging.INFO)
+
+
+def _print_artifacts(artifacts: dict[str, Any]) -> None:
+    for name, artifact in artifacts.items():
+        print(f"{name:<11} {artifact.kind:<10} {artifact.path}")
+    evaluation = artifacts.get("eval")
+    if evaluation is not None:
+        print(json.dumps(evaluation.metadata.get("metrics", {}), indent=2, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        import ftcore
+
+        print(ftcore.__version__)
+        return 0
+    if not args.command:
+        _parser().print_help()
+        return 2
+    try:
+        return _dispatch(args)
+    except FtflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from ftcore.config import PipelineConfig, dump_config, load_config
+
+    if args.command == "config":
+        if args.config_command == "schema":
+            print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+        else:
+            print(dump_config(load_config(args.config, args.overrides)), end="")
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "run":
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from flows.finetune import finetune
+
+        finetune(cfg)
+        return 0
+    _setup_logging()
+    from ftcore.stages import run_local
+
+    until = {"train": "train", "eval": "evaluate", "export": "merge"}[args.command]
+    if args.command == "eval":
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"enabled": True})})
+        artifacts = _run_eval(cfg)
+    elif args.command == "export":
+        artifacts = _run_export(cfg)
+    else:
+        artifacts = run_local(cfg, until=until)
+    _print_artifacts(artifacts)
+    return 0
+
+
+def _run_eval(cfg: Any) -> dict[str, Any]:
+    """Evaluate without training: the given adapter, else this config's finished training, else the base."""
+    from ftcore import stages
+
+    stages.preflight(cfg)
+    out = {"model": stages.fetch_model(cfg), "dataset": stages.fetch_dataset(cfg)}
+    out["tokenized"] = stages.preprocess(cfg, out["model"], out["dataset"])
+    trained = (
+        stages.external_adapter(cfg, out["model"])
+        if cfg.model.adapter_name_or_path
+        else stages.find_trained(cfg, out["model"], out["tokenized"])
+    )
+    if trained is not None:
+        out["trained"] = trained
+    out["eval"] = stages.evaluate(cfg, out["model"], out["tokenized"], trained)
+    return out
+
+
+def _run_export(cfg: Any) -> dict[str, Any]:
+    """Merge without training: the given adapter, else this config's finished training."""
+    from ftcore import stages
+
+    stages.preflight(cfg)
+    out = {"model": stages.fetch_model(cfg), "dataset": stages.fetch_dataset(cfg)}
+    if cfg.model.adapter_name_or_path:
+        trained = stages.external_adapter(cfg, out["model"])
+    else:
+        out["tokenized"] = stages.preprocess(cfg, out["model"], out["dataset"])
+        trained = stages.find_trained(cfg, out["model"], out["tokenized"])
+        if trained is None:
+            raise FtflowError(
+                "nothing to export: train first (`ft train CFG`) or set model.adapter_name_or_path"
+            )
+    out["trained"] = trained
+    out["merged"] = stages.merge(cfg, out["model"], trained)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The finetune flow: fetch -> preprocess -> train -> evaluate -> merge -> register.
+
+Call it from Python with a PipelineConfig, a dict or a YAML path (`finetune("cfg.yaml")`), from the
+CLI (`ft run cfg.yaml key=value ...`) or from a Prefect deployment; the Prefect UI shows the config
+as a form because the parameter is the typed PipelineConfig.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+import tasks
+from ftcore.artifacts import Artifact, read_manifest
+from ftcore.config import PipelineConfig, load_config
+from ftcore.stages import external_adapter, preflight
+
+
+def _present(artifact: Artifact) -> bool:
+    """A cached result is only good while its files are still there (someone may delete a workdir)."""
+    if artifact.kind == "registered":
+        return True
+    path = Path(artifact.path)
+    if artifact.kind in ("adapter", "model") and path.name == "model":
+        return read_manifest(path.parent) is not None
+    if artifact.kind in ("tokenized", "eval", "merged"):
+        return read_manifest(path) is not None
+    return path.exists()
+
+
+def _run(step: Any, summary: list[dict[str, Any]], *args: Any) -> Artifact:
+    """Submit one task; if its cached result points at files that are gone, run it afresh."""
+    start = time.monotonic()
+    state = step(*args, return_state=True)
+    artifact = state.result()
+    if state.name == "Cached" and not _present(artifact):
+        get_run_logger().warning("%s: cached artifact %s is gone, running again", step.name, artifact.path)
+        state = step.with_options(refresh_cache=True)(*args, return_state=True)
+        artifact = state.result()
+    summary.append(
+        {
+            "stage": step.name,
+            "state": state.name,
+            "seconds": round(time.monotonic() - start, 1),
+            "path": artifact.path,
+        }
+    )
+    return artifact
+
+
+@flow(name="finetune", log_prints=True, validate_parameters=False)
+def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Fine-tune, evaluate, merge and register one model; returns each stage's artifact manifest."""
+    cfg = load_config(config, overrides)
+    logger = get_run_logger()
+    logger.info("job %s in %s", cfg.name, cfg.workdir_path)
+    preflight(cfg)  # bad names, files, rows and model refs fail here, before any task runs
+
+    summary: list[dict[str, Any]] = []
+    out: dict[str, Artifact] = {}
+    out["model"] = _run(tasks.fetch_model, summary, cfg)
+    out["dataset"] = _run(tasks.fetch_dataset, summary, cfg)
+    out["tokenized"] = _run(tasks.preprocess, summary, cfg, out["model"], out["dataset"])
+    if cfg.model.adapter_name_or_path:
+        out["trained"] = external_adapter(cfg, out["model"])
+    else:
+        out["trained"] = _run(tasks.train, summary, cfg, out["model"], out["tokenized"])
+    if cfg.eval.enabled:
+        out["eval"] = _run(tasks.evaluate, summary, cfg, out["model"], out["tokenized"], out["trained"])
+    out["merged"] = _run(tasks.merge, summary, cfg, out["model"], out["trained"])
+    if cfg.registry.enabled:
+        out["registered"] = _run(tasks.register, summary, cfg, out["merged"], out.get("eval"))
+
+    for row in summary:
+        logger.info("%-14s %-10s %7.1fs  %s", row["stage"], row["state"], row["seconds"], row["path"])
+    return {"summary": summary, "artifacts": {name: a.model_dump() for name, a in out.items()}}

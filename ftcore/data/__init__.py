@@ -1,0 +1,25 @@
+"""Data layer: dataset_info.json loading, chat templates, per-stage processors, collators, splits."""
+
+from ftcore.data.collator import SFTCollator
+from ftcore.data.loader import dataset_entry, dataset_files, load_dataset_info, load_rows
+from ftcore.data.processor import IGNORE_INDEX, PROCESSORS, infer_seqlen, preprocess_sft
+from ftcore.data.splits import build_splits, data_fingerprint
+from ftcore.data.template import Template, get_template, infer_template, list_templates
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PROCESSORS",
+    "SFTCollator",
+    "Template",
+    "build_splits",
+    "data_fingerprint",
+    "dataset_entry",
+    "dataset_files",
+    "get_template",
+    "infer_seqlen",
+    "infer_template",
+    "list_templates",
+    "load_dataset_info",
+    "load_rows",
+    "preprocess_sft",
+]

@@ -1,0 +1,83 @@
+"""Normalized rows -> token ids and labels, one processor per training stage, chosen from a table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ftcore.data.template import Template
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """LLaMA-Factory's split of a token budget between a turn's prompt and its response.
+
+    A short response is kept whole; else a short prompt is; else both shrink in proportion.
+    """
+    if target_len * 2 < cutoff_len:
+        max_target_len = cutoff_len
+    elif source_len * 2 < cutoff_len:
+        max_target_len = cutoff_len - source_len
+    else:
+        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+    new_target_len = min(max_target_len, target_len)
+    new_source_len = min(max(cutoff_len - new_target_len, 0), source_len)
+    return new_source_len, new_target_len
+
+
+def encode_sft_example(
+    pairs: list[tuple[list[int], list[int]]], cutoff_len: int, train_on_prompt: bool
+) -> tuple[list[int], list[int], int]:
+    """(input_ids, labels, response tokens kept) for one conversation's encoded turns."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    kept = 0
+    for source, target in pairs:
+        if len(input_ids) >= cutoff_len:
+            break  # later turns do not fit
+        source_len, target_len = infer_seqlen(len(source), len(target), cutoff_len - len(input_ids))
+        source, target = source[:source_len], target[:target_len]
+        input_ids += source + target
+        labels += (source if train_on_prompt else [IGNORE_INDEX] * source_len) + target
+        kept += target_len
+    return input_ids, labels, kept
+
+
+def preprocess_sft(
+    rows: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+) -> dict[str, list]:
+    """Supervised examples: loss on responses only (unless train_on_prompt), truncated to cutoff_len."""
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
+    dropped = 0
+    for row in rows:
+        pairs = template.encode_multiturn(tokenizer, row["messages"], row.get("system"))
+        input_ids, labels, kept = encode_sft_example(pairs, cutoff_len, train_on_prompt)
+        if kept == 0:
+            dropped += 1
+            continue
+        out["input_ids"].append(input_ids)
+        out["attention_mask"].append([1] * len(input_ids))
+        out["labels"].append(labels)
+    if dropped:
+        log.warning(
+            "dropped %d of %d rows with no response tokens within cutoff_len=%d",
+            dropped,
+            len(rows),
+            cutoff_len,
+        )
+    return out
+
+
+# Stage name -> processor. Later stages (pt, pairwise, kto) add entries; nothing dispatches by if/elif.
+PROCESSORS: dict[str, Callable[..., dict[str, list]]] = {"sft": preprocess_sft}

@@ -1,0 +1,178 @@
+"""MLflow model registry: model versions keyed by the pipeline's cache key, aliases, lineage tags.
+
+A version is tagged `ftflow.key=<cache key of the register stage>`, which makes registration
+idempotent: re-running a finished job finds its version instead of adding a duplicate. Aliases
+(`candidate`, later `champion`) are the only moving pointers; serving and promotion read them, so a
+promote or a rollback is one `set_alias` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ftcore.tracking import KEY_TAG, filter_literal
+
+if TYPE_CHECKING:  # mlflow is imported lazily (slow import; not every caller registers)
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = "candidate"  # alias of a freshly registered version
+CHAMPION = "champion"  # alias the promote flow moves and serving reads
+TAG_PREFIX = "ftflow."
+METRIC_TAG_PREFIX = "metric."
+_READY_TIMEOUT_S = 300.0
+
+
+def register_model(
+    client: MlflowClient,
+    model_name: str,
+    run_id: str | None,
+    source_uri: str,
+    tags: Mapping[str, Any],
+    alias: str,
+    key: str,
+) -> dict[str, Any]:
+    """Register `source_uri` as a version of `model_name` with `alias`, once per `key`.
+
+    If a version tagged `ftflow.key == key` exists it is returned (and the alias is pointed at it),
+    so a re-run never creates a duplicate. Uses `create_model_version`, not `mlflow.register_model`,
+    which in MLflow 3 rejects a plain folder that is not a logged MLflow model.
+    """
+    ensure_registered_model(client, model_name)
+    version = find_version_by_key(client, model_name, key)
+    if version is None:
+        str_tags = {str(k): str(v) for k, v in tags.items()}
+        str_tags[KEY_TAG] = key
+        version = client.create_model_version(model_name, source=source_uri, run_id=run_id, tags=str_tags)
+        version = _wait_ready(client, model_name, version)
+        log.info("registered %s version %s from %s", model_name, version.version, source_uri)
+    else:
+        log.info("%s version %s already registered for key %s", model_name, version.version, key[:12])
+    if alias:
+        set_alias(client, model_name, alias, version.version)
+    return {
+        "name": model_name,
+        "version": int(version.version),
+        "alias": alias,
+        "source": version.source,
+        "run_id": version.run_id,
+    }
+
+
+def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
+    """Create the registered model unless it exists (tolerates a concurrent creator)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model_name)
+        return
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    try:
+        client.create_registered_model(model_name, description="Fine-tuned by ftflow.")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def find_version_by_key(client: MlflowClient, model_name: str, key: str) -> ModelVersion | None:
+    """The (oldest) version of `model_name` tagged `ftflow.key == key`, or None."""
+    versions = client.search_model_versions(
+        f"name = {filter_literal(model_name)} and tags.`{KEY_TAG}` = {filter_literal(key)}"
+    )
+    # The store filters on the tag; check again so a store that ignores tag filters cannot mislead us.
+    matches = [v for v in versions if v.tags.get(KEY_TAG) == key]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def get_version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version `alias` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    aliases = model.aliases or {}
+    if alias not in aliases:
+        return None
+    return client.get_model_version(model_name, str(aliases[alias]))
+
+
+def set_alias(client: MlflowClient, model_name: str, alias: str, version: int | str) -> None:
+    """Point `alias` at `version` (moving it off any other version): promote and rollback use this."""
+    client.set_registered_model_alias(model_name, alias, str(version))
+
+
+def model_uri(model_name: str, alias: str) -> str:
+    """`models:/<name>@<alias>`, the URI serving resolves."""
+    return f"models:/{model_name}@{alias}"
+
+
+def lineage_tags(
+    *,
+    config_hash: str,
+    dataset_fingerprint: str,
+    base_model_ref: str,
+    base_model_revision: str | None,
+    ftflow_version: str,
+    metrics: Mapping[str, float],
+) -> dict[str, str]:
+    """Tags that say where a version came from and how it scored, so promotion needs nothing else."""
+    tags = {
+        f"{TAG_PREFIX}config_hash": config_hash,
+        f"{TAG_PREFIX}dataset_fingerprint": dataset_fingerprint,
+        f"{TAG_PREFIX}base_model": base_model_ref,
+        f"{TAG_PREFIX}base_model_revision": base_model_revision or "",
+        f"{TAG_PREFIX}version": ftflow_version,
+    }
+    for name, value in metrics.items():
+        text = format_metric(value)
+        if text is not None:
+            tags[f"{METRIC_TAG_PREFIX}{name}"] = text
+    return tags
+
+
+def format_metric(value: Any) -> str | None:
+    """6 significant digits (enough to compare, short to read); None for NaN / inf / non-numbers."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return f"{number:.6g}"
+
+
+def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
+    """Inverse of the metric part of `lineage_tags`: what a promotion gate reads back."""
+    out: dict[str, float] = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                out[key[len(METRIC_TAG_PREFIX) :]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def _wait_ready(client: MlflowClient, model_name: str, version: ModelVersion) -> ModelVersion:
+    """Servers may register asynchronously (PENDING_REGISTRATION); wait until READY or fail."""
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+        time.sleep(1.0)
+        version = client.get_model_version(model_name, str(version.version))
+    if version.status != "READY":
+        raise RuntimeError(
+            f"model version {model_name}/{version.version} is {version.status}: {version.status_message}"
+        )
+    return version

@@ -1,0 +1,80 @@
+"""What every stage shares: where its artifact goes, how it is keyed, and the job's MLflow run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ftcore.artifacts import Artifact, read_manifest
+from ftcore.config.pipeline import PipelineConfig
+
+log = logging.getLogger("ftcore.stages")
+
+
+def stage_dir(cfg: PipelineConfig, stage: str, key: str) -> Path:
+    """Default home of a stage's artifact: <workdir>/<stage>-<key prefix>, so a new key never
+    overwrites an older result."""
+    return cfg.workdir_path / f"{stage}-{key[:12]}"
+
+
+def reuse(directory: Path, key: str, stage: str) -> Artifact | None:
+    """The finished artifact at `directory` when it was made under the same key."""
+    done = read_manifest(directory)
+    if done is not None and done.metadata.get("key") == key:
+        log.info("[%s] reusing finished artifact %s", stage, directory)
+        return done
+    return None
+
+
+def section(model: Any, exclude: set[str] | None = None) -> dict[str, Any]:
+    """A config section as JSON data for a cache key, minus fields that do not change the result."""
+    return model.model_dump(mode="json", exclude=exclude or set())
+
+
+class JobRun:
+    """The MLflow run that a job's training and evaluation report to (None-safe when disabled)."""
+
+    def __init__(self, cfg: PipelineConfig, run_id: str | None = None) -> None:
+        from ftcore import tracking
+
+        self.cfg = cfg
+        self.uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+        self.client = tracking.get_client(self.uri)
+        self.experiment_id = tracking.ensure_experiment(
+            self.client, cfg.registry.experiment, cfg.workdir_path / "mlartifacts"
+        )
+        self.run_id = run_id
+
+    @classmethod
+    def for_key(cls, cfg: PipelineConfig, key: str, tags: dict[str, str]) -> JobRun:
+        """Reuse the run started under this key (a resumed training continues its run) or start one."""
+        from ftcore import tracking
+
+        job = cls(cfg)
+        job.run_id = tracking.find_run(job.client, job.experiment_id, "ftflow.key", key)
+        if job.run_id is None:
+            job.run_id = tracking.start_run(
+                job.client, job.experiment_id, cfg.name, {"ftflow.key": key, "ftflow.job": cfg.name, **tags}
+            )
+        return job
+
+    def params(self, params: dict[str, Any]) -> None:
+        from ftcore import tracking
+
+        tracking.log_params(self.client, self.run_id, params)
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from ftcore import tracking
+
+        tracking.log_metrics(self.client, self.run_id, metrics, step)
+
+    def artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        from ftcore import tracking
+
+        tracking.log_artifacts(self.client, self.run_id, local_dir, artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        from ftcore import tracking
+
+        tracking.end_run(self.client, self.run_id, status)

@@ -1,0 +1,98 @@
+"""Checks before heavy work, and the stages run in order without an orchestrator (`ft train` ...)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ftcore.artifacts import Artifact, fingerprint_path, read_manifest
+from ftcore.config.pipeline import PipelineConfig
+from ftcore.errors import ConfigError
+from ftcore.hub import parse_ref
+from ftcore.stages.common import stage_dir
+
+log = logging.getLogger("ftcore.stages")
+
+ORDER = ("fetch", "preprocess", "train", "evaluate", "merge", "register")
+
+
+def preflight(cfg: PipelineConfig) -> None:
+    """Fail in milliseconds on what would otherwise fail minutes in: names, files, rows, model refs."""
+    from ftcore.builtin import BUILTINS
+    from ftcore.data.splits import build_splits
+    from ftcore.data.template import get_template
+    from ftcore.errors import ModelNotAvailableError
+    from ftcore.hub import resolve_model
+
+    if cfg.data.template:
+        get_template(cfg.data.template)
+    source, name, _ = parse_ref(cfg.model.name_or_path, cfg.model.revision)
+    if source == "builtin":
+        if name not in BUILTINS:
+            raise ModelNotAvailableError(
+                f"model.name_or_path: unknown built-in 'builtin:{name}'; "
+                f"available: {', '.join(sorted(BUILTINS))}"
+            )
+    else:
+        resolve_model(cfg.model.name_or_path, cfg.model.revision, cfg.model.cache_dir)
+    if cfg.model.adapter_name_or_path and not Path(cfg.model.adapter_name_or_path).is_dir():
+        raise ConfigError(f"model.adapter_name_or_path: {cfg.model.adapter_name_or_path} does not exist")
+    dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
+    if not dataset_dir.is_dir():
+        raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
+    build_splits(cfg.data, dataset_dir)  # parses every row: file and row named on error
+
+
+def external_adapter(cfg: PipelineConfig, model: Artifact) -> Artifact:
+    """An adapter the user already has (model.adapter_name_or_path), as a train-stage artifact."""
+    path = Path(cfg.model.adapter_name_or_path).expanduser().resolve()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"model.adapter_name_or_path: {path} has no adapter_config.json")
+    return Artifact(
+        kind="adapter",
+        path=str(path),
+        fingerprint=fingerprint_path(path),
+        metadata={
+            "base_model_ref": model.metadata.get("ref"),
+            "base_model_revision": model.metadata.get("revision"),
+            "finetuning_type": "lora",
+            "external": True,
+        },
+    )
+
+
+def find_trained(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact | None:
+    """The finished training result for this config, without training."""
+    from ftcore.stages.keys import train_key
+
+    key = train_key(cfg, model, data)
+    out = cfg.resolve_path(cfg.train.output_dir) if cfg.train.output_dir else stage_dir(cfg, "train", key)
+    done = read_manifest(out)
+    return done if done is not None and done.metadata.get("key") == key else None
+
+
+def run_local(cfg: PipelineConfig, until: str = "register") -> dict[str, Artifact]:
+    """Run the stages in order up to `until`, in this process (no Prefect)."""
+    from ftcore import stages
+
+    if until not in ORDER:
+        raise ValueError(f"until must be one of {ORDER}")
+    stop = ORDER.index(until)
+    preflight(cfg)
+    out: dict[str, Artifact] = {}
+    out["model"] = stages.fetch_model(cfg)
+    out["dataset"] = stages.fetch_dataset(cfg)
+    if stop >= 1:
+        out["tokenized"] = stages.preprocess(cfg, out["model"], out["dataset"])
+    if stop >= 2:
+        if cfg.model.adapter_name_or_path:
+            out["trained"] = external_adapter(cfg, out["model"])
+        else:
+            out["trained"] = stages.train(cfg, out["model"], out["tokenized"])
+    if stop >= 3 and cfg.eval.enabled:
+        out["eval"] = stages.evaluate(cfg, out["model"], out["tokenized"], out["trained"])
+    if stop >= 4:
+        out["merged"] = stages.merge(cfg, out["model"], out["trained"])
+    if stop >= 5 and cfg.registry.enabled:
+        out["registered"] = stages.register(cfg, out["merged"], out.get("eval"))
+    return out

@@ -1,0 +1,72 @@
+"""What every ftflow task shares: cache keys from ftcore, ftcore logs in the Prefect UI, retry rules."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prefect.logging import get_run_logger
+
+from ftcore.artifacts import Artifact, hash_json
+from ftcore.errors import FtflowError
+
+
+def cache_key(stage: str, compute: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str | None]:
+    """A Prefect cache_key_fn: the stage's ftcore key, scoped to the job's workdir.
+
+    Prefect's default policy hashes only the task's source, so a change inside ftcore or in an input
+    artifact would not invalidate it; this key moves exactly when the stage's result would.
+    """
+
+    def key_fn(context: Any, parameters: dict[str, Any]) -> str | None:
+        cfg = parameters["cfg"]
+        args = [parameters[name] for name in parameters if name != "cfg"]
+        try:
+            key = compute(cfg, *args)
+        except FtflowError:
+            return None  # let the task run and report the error itself
+        return f"ftflow-{stage}-{hash_json([key, str(cfg.workdir_path)])[:32]}"
+
+    return key_fn
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry crashes and transient failures, never a bad config or dataset (it would fail again)."""
+    try:
+        state.result()
+    except FtflowError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+class _ToPrefect(logging.Handler):
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._logger.log(record.levelno, record.getMessage())
+
+
+@contextlib.contextmanager
+def ftcore_logs() -> Iterator[None]:
+    """Show ftcore's log lines (stage steps, training progress) in the task's Prefect run log."""
+    handler = _ToPrefect(get_run_logger())
+    root = logging.getLogger("ftcore")
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
+def manifest(artifact: Artifact) -> Artifact:
+    """Tasks return the artifact manifest itself: small, picklable, self-describing."""
+    return artifact

@@ -1,0 +1,284 @@
+"""Dataset loading and validation, SFT preprocessing, collation and splits."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from ftcore.config.sections import DataConfig
+from ftcore.data import (
+    IGNORE_INDEX,
+    PROCESSORS,
+    SFTCollator,
+    build_splits,
+    data_fingerprint,
+    get_template,
+    infer_seqlen,
+    load_dataset_info,
+    load_rows,
+    preprocess_sft,
+)
+from ftcore.errors import ConfigError, DataError
+
+
+def _write(tmp: Path, info: dict, files: dict[str, object]) -> Path:
+    (tmp / "dataset_info.json").write_text(json.dumps(info))
+    for name, content in files.items():
+        (tmp / name).write_text(content if isinstance(content, str) else json.dumps(content))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def qwen_tok(tiny_qwen2):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_qwen2)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def test_shipped_datasets(data_dir: Path):
+    sizes = {name: len(load_rows(data_dir, name)) for name in load_dataset_info(data_dir)}
+    assert sizes == {"demo_alpaca": 300, "demo_alpaca_eval": 60, "identity": 20, "demo_sharegpt": 20}
+    row = load_rows(data_dir, "demo_alpaca", max_samples=1)[0]
+    assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and row["system"] is None
+    convs = load_rows(data_dir, "demo_sharegpt")
+    assert all(len(r["messages"]) >= 4 for r in convs) and any(r["system"] for r in convs)
+    assert "ftflow-assistant" in load_rows(data_dir, "identity")[0]["messages"][1]["content"]
+    key = lambda r: r["messages"][0]["content"]  # noqa: E731
+    train = {key(r) for r in load_rows(data_dir, "demo_alpaca")}
+    assert not train & {key(r) for r in load_rows(data_dir, "demo_alpaca_eval")}
+    for file in data_dir.glob("*.json"):
+        assert file.stat().st_size < 100_000
+
+
+def test_alpaca_columns_history_and_jsonl(tmp_path: Path):
+    rows = [
+        {"q": "Say hi", "ctx": "", "a": "hi", "sys": "Be brief.", "hist": [["one", "1"]]},
+        {"q": "Add", "ctx": "1 + 2", "a": "3"},
+    ]
+    columns = {"prompt": "q", "query": "ctx", "response": "a", "system": "sys", "history": "hist"}
+    _write(
+        tmp_path,
+        {"d": {"file_name": "d.jsonl", "columns": columns}},
+        {"d.jsonl": "\n".join(json.dumps(r) for r in rows) + "\n\n"},
+    )
+    first, second = load_rows(tmp_path, "d")
+    assert first["system"] == "Be brief."
+    assert [m["content"] for m in first["messages"]] == ["one", "1", "Say hi", "hi"]
+    assert second["messages"][0]["content"] == "Add\n1 + 2" and second["system"] is None
+    assert len(load_rows(tmp_path, "d", max_samples=1)) == 1
+
+
+def test_sharegpt_tags_and_openai_messages(tmp_path: Path):
+    custom = [{"chat": [{"who": "s", "text": "sys"}, {"who": "u", "text": "q"}, {"who": "b", "text": "a"}]}]
+    openai = [
+        {
+            "messages": [
+                {"role": "system", "content": "S"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+    ]
+    tags = {
+        "role_tag": "who",
+        "content_tag": "text",
+        "user_tag": "u",
+        "assistant_tag": "b",
+        "system_tag": "s",
+    }
+    info = {
+        "custom": {
+            "file_name": "c.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "chat"},
+            "tags": tags,
+        },
+        "openai": {"file_name": "o.json", "formatting": "sharegpt"},
+    }
+    _write(tmp_path, info, {"c.json": custom, "o.json": openai})
+    expected = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert load_rows(tmp_path, "custom") == [{"messages": expected, "system": "sys"}]
+    assert load_rows(tmp_path, "openai") == [{"messages": expected, "system": "S"}]
+
+
+# --- errors name the file and row ------------------------------------------------------------
+
+
+def test_missing_dataset_info(tmp_path: Path):
+    with pytest.raises(ConfigError, match=f"dataset_info.json.*{tmp_path}"):
+        load_rows(tmp_path, "x")
+
+
+def test_unknown_dataset_names_file(data_dir: Path):
+    with pytest.raises(ConfigError, match=r"'nope' is not in .*dataset_info.json.*demo_alpaca"):
+        load_rows(data_dir, "nope")
+
+
+def test_missing_data_file(tmp_path: Path):
+    _write(tmp_path, {"d": {"file_name": "gone.json"}}, {})
+    with pytest.raises(DataError, match=r"dataset 'd'.*gone.json"):
+        load_rows(tmp_path, "d")
+
+
+def test_malformed_json_line(tmp_path: Path):
+    _write(
+        tmp_path,
+        {"a": {"file_name": "a.json"}, "b": {"file_name": "b.jsonl"}},
+        {
+            "a.json": '[\n {"instruction": "x",\n  "output": }\n]',
+            "b.jsonl": '{"instruction": "x", "output": "y"}\n{oops\n',
+        },
+    )
+    with pytest.raises(DataError, match=r"a\.json: invalid JSON at line 3"):
+        load_rows(tmp_path, "a")
+    with pytest.raises(DataError, match=r"b\.jsonl: invalid JSON at line 2"):
+        load_rows(tmp_path, "b")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"instruction": "x"}, "missing required column 'output'"),
+        ({"instruction": "x", "output": 3}, "column 'output' must be a string"),
+        ({"instruction": "x", "output": "y", "history": ["bad"]}, "history"),
+        ("just text", "expected an object"),
+    ],
+)
+def test_bad_alpaca_row_names_file_and_row(tmp_path: Path, row, message):
+    good = {"instruction": "a", "output": "b"}
+    _write(
+        tmp_path,
+        {"d": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}},
+        {"d.json": [good, good, row], "d.jsonl": f"{json.dumps(good)}\n{json.dumps(row)}\n"},
+    )
+    with pytest.raises(DataError, match=rf"d\.json: row 2: .*{message}"):
+        load_rows(tmp_path, "d")
+    with pytest.raises(DataError, match=rf"d\.jsonl: line 2: .*{message}"):
+        load_rows(tmp_path, "l")
+
+
+@pytest.mark.parametrize(
+    ("turns", "message"),
+    [
+        ([("gpt", "a"), ("human", "q")], "message 0 has from='gpt', expected 'human'"),
+        ([("human", "q"), ("human", "q2")], "message 1 has from='human', expected 'gpt'"),
+        ([("human", "q"), ("gpt", "a"), ("human", "q2")], "must end with an assistant turn"),
+        ([], "must end with an assistant turn"),
+    ],
+)
+def test_bad_role_order_names_file_and_row(tmp_path: Path, turns, message):
+    good = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    bad = {"conversations": [{"from": f, "value": v} for f, v in turns]}
+    _write(tmp_path, {"d": {"file_name": "d.json", "formatting": "sharegpt"}}, {"d.json": [good, bad]})
+    with pytest.raises(DataError, match=rf"d\.json: row 1: .*{message}"):
+        load_rows(tmp_path, "d")
+
+
+# --- preprocessing ---------------------------------------------------------------------------
+
+
+ROW = {
+    "messages": [
+        {"role": "user", "content": "Add the two numbers.\n12 + 7"},
+        {"role": "assistant", "content": "19"},
+        {"role": "user", "content": "Convert to uppercase.\nred apple"},
+        {"role": "assistant", "content": "RED APPLE"},
+    ],
+    "system": None,
+}
+
+
+def test_labels_mask_exactly_the_prompts(qwen_tok):
+    template = get_template("qwen")
+    pairs = template.encode_multiturn(qwen_tok, ROW["messages"])
+    out = PROCESSORS["sft"]([ROW], qwen_tok, template, cutoff_len=1024, train_on_prompt=False)
+    expected_ids, expected_labels = [], []
+    for prompt, response in pairs:
+        expected_ids += prompt + response
+        expected_labels += [IGNORE_INDEX] * len(prompt) + response
+    assert out["input_ids"] == [expected_ids] and out["labels"] == [expected_labels]
+    assert out["attention_mask"] == [[1] * len(expected_ids)]
+    kept = preprocess_sft([ROW], qwen_tok, template, cutoff_len=1024, train_on_prompt=True)
+    assert kept["labels"] == [expected_ids]
+
+
+def test_infer_seqlen_matches_llamafactory():
+    assert infer_seqlen(100, 10, 50) == (40, 10)  # short response kept whole
+    assert infer_seqlen(10, 100, 50) == (10, 40)  # short prompt kept whole
+    assert infer_seqlen(60, 40, 50) == (30, 20)  # both shrink in proportion
+
+
+@pytest.mark.parametrize("cutoff_len", [9, 20, 30, 45, 1024])
+def test_cutoff_len_truncation(qwen_tok, cutoff_len):
+    out = preprocess_sft([ROW] * 2, qwen_tok, get_template("qwen"), cutoff_len, train_on_prompt=False)
+    for ids, labels in zip(out["input_ids"], out["labels"], strict=True):
+        assert len(ids) == len(labels) <= cutoff_len
+        assert any(label != IGNORE_INDEX for label in labels)
+
+
+def test_rows_without_response_tokens_dropped(qwen_tok, caplog):
+    # A long response next to a far longer prompt gets a zero share of a tiny budget (infer_seqlen).
+    turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok " * 4}]
+    long_prompt = {"messages": turns, "system": None}
+    with caplog.at_level(logging.WARNING):
+        out = preprocess_sft(
+            [long_prompt, ROW], qwen_tok, get_template("qwen"), cutoff_len=12, train_on_prompt=False
+        )
+    assert len(out["input_ids"]) == 1
+    assert "dropped 1 of 2 rows" in caplog.text
+
+
+def test_collator_right_pads():
+    features = [
+        {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7]},
+        {"input_ids": [8], "attention_mask": [1], "labels": [8]},
+    ]
+    batch = SFTCollator(pad_token_id=0)(features)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert SFTCollator(pad_token_id=0, pad_to_multiple_of=4)(features)["input_ids"].shape == (2, 4)
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+def _keys(rows):
+    return [json.dumps(r, sort_keys=True) for r in rows]
+
+
+def test_val_size_split_disjoint_and_deterministic(data_dir: Path):
+    cfg = DataConfig(dataset=["demo_alpaca", "identity"], val_size=0.1, seed=7)
+    first, again = build_splits(cfg, data_dir), build_splits(cfg, data_dir)
+    assert first == again
+    assert len(first["train"]) == 288 and len(first["eval"]) == 32
+    assert sorted(_keys(first["train"]) + _keys(first["eval"])) == sorted(
+        _keys(load_rows(data_dir, "demo_alpaca") + load_rows(data_dir, "identity"))
+    )
+    other = build_splits(cfg.model_copy(update={"seed": 8}), data_dir)
+    assert other["eval"] != first["eval"]
+
+
+def test_eval_dataset_and_no_eval(data_dir: Path):
+    split = build_splits(DataConfig(dataset=["demo_alpaca"], eval_dataset=["demo_alpaca_eval"]), data_dir)
+    assert len(split["eval"]) == 60 and not set(_keys(split["train"])) & set(_keys(split["eval"]))
+    assert build_splits(DataConfig(dataset=["identity"], max_samples=5), data_dir) == {
+        "train": load_rows(data_dir, "identity", 5),
+        "eval": [],
+    }
+
+
+def test_data_fingerprint_tracks_content_and_selection(tmp_path: Path):
+    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": [{"instruction": "a", "output": "b"}]})
+    cfg = DataConfig(dataset=["d"])
+    before = data_fingerprint(cfg, tmp_path)
+    assert data_fingerprint(cfg, tmp_path) == before
+    assert data_fingerprint(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
+    (tmp_path / "d.json").write_text(json.dumps([{"instruction": "a", "output": "c"}]))
+    assert data_fingerprint(cfg, tmp_path) != before
