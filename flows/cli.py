@@ -63,6 +63,20 @@ def _print_artifacts(artifacts: dict[str, Any]) -> None:
         print(json.dumps(evaluation.metadata.get("metrics", {}), indent=2, sort_keys=True))
 
 
+def _quiet_libraries() -> None:
+    """ftflow prints its own progress; the libraries' bars and deprecation chatter only add noise."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -90,8 +104,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
     cfg = load_config(args.config, args.overrides)
+    _quiet_libraries()
     if args.command == "run":
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from ftcore.stages import preflight
+
+        preflight(cfg)  # before Prefect starts: a bad config fails in milliseconds
         from flows.finetune import finetune
 
         finetune(cfg)

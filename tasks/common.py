@@ -57,14 +57,15 @@ def ftcore_logs() -> Iterator[None]:
     """Show ftcore's log lines (stage steps, training progress) in the task's Prefect run log."""
     handler = _ToPrefect(get_run_logger())
     root = logging.getLogger("ftcore")
-    previous = root.level
+    previous = root.level, root.propagate
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    root.propagate = False  # printed once, by the task's logger, not again by the console handler
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(previous)
+        root.level, root.propagate = previous
 
 
 def manifest(artifact: Artifact) -> Artifact:
