@@ -75,6 +75,9 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    import datasets
+
+    datasets.disable_progress_bars()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +106,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
-    cfg = load_config(args.config, args.overrides)
+    _setup_logging()  # before loading: the LLaMA-Factory adapter reports the keys it ignores
     _quiet_libraries()
+    cfg = load_config(args.config, args.overrides)
     if args.command == "run":
         from ftcore.stages import preflight
 
@@ -113,7 +117,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         finetune(cfg)
         return 0
-    _setup_logging()
     from ftcore.stages import run_local
 
     until = {"train": "train", "eval": "evaluate", "export": "merge"}[args.command]

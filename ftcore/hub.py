@@ -126,7 +126,12 @@ def _resolve_ms(ref: str, repo: str, revision: str | None, cache_dir: str | None
         f"pre-download it on a machine with network (`modelscope download --model {repo}`) and copy "
         "the ModelScope cache here (MODELSCOPE_CACHE), or point model.name_or_path at a local directory"
     )
-    if _offline_flag("MODELSCOPE_OFFLINE") or _offline_flag("HF_HUB_OFFLINE") or not _reachable(endpoint):
+    for flag in ("MODELSCOPE_OFFLINE", "HF_HUB_OFFLINE"):
+        if _offline_flag(flag):
+            raise ModelNotAvailableError(
+                f"model '{ref}' is not in the local ModelScope cache and {flag} is set: {how}"
+            )
+    if not _reachable(endpoint):
         raise ModelNotAvailableError(
             f"model '{ref}' is not in the local ModelScope cache and {endpoint} is unreachable: {how}"
         )

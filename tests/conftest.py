@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MODELSCOPE_CACHE"] = str(home / "modelscope")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A fresh Prefect home per session: its result store holds task caches that must not leak across runs.
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ftflow-prefect-")
+    os.environ.pop("PREFECT_API_URL", None)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -41,3 +45,12 @@ def tiny_llama() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def prefect_local():
+    """One temporary Prefect server for the session's flow tests, stopped before pytest closes its streams."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -89,7 +89,9 @@ def is_flat(raw: dict[str, Any]) -> bool:
     return bool(_FLAT_MARKERS & raw.keys())
 
 
-def flat_to_nested(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
+def flat_to_nested(
+    raw: dict[str, Any], source: str = "<config>", lines: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Turn flat LLaMA-Factory keys into the nested dict PipelineConfig validates."""
     nested: dict[str, Any] = {}
     ignored = []
@@ -105,8 +107,9 @@ def flat_to_nested(raw: dict[str, Any], source: str = "<config>") -> dict[str, A
         elif key in IGNORED_KEYS:
             ignored.append(key)
         else:
+            where = f"{source}:{lines[key]}" if lines and key in lines else source
             raise ConfigError(
-                f"{source}: unknown LLaMA-Factory key '{key}'. Supported keys: {', '.join(sorted(KEY_MAP))}"
+                f"{where}: unknown LLaMA-Factory key '{key}'. Supported keys: {', '.join(sorted(KEY_MAP))}"
             )
     if raw.get("do_train") is False:
         raise ConfigError(f"{source}: do_train: false is not supported by `ft train`; use `ft eval` instead")

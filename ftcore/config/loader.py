@@ -5,6 +5,7 @@ Errors name the file, the dotted field and, where the YAML has it, the line.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ def load_config(
     if isinstance(source, PipelineConfig):
         if not overrides:
             return source
-        raw, name, base_dir, lines = source.model_dump(mode="json"), "<config>", source.base_dir, {}
+        # python mode keeps SecretStr values as secrets (json mode would turn them into '**********')
+        raw, name, base_dir, lines = source.model_dump(), "<config>", source.base_dir, {}
     elif isinstance(source, dict):
-        raw, name, base_dir, lines = dict(source), "<config>", None, {}
+        raw, name, base_dir, lines = copy.deepcopy(source), "<config>", None, {}
     else:
         path = Path(source)
         if not path.is_file():
@@ -40,7 +42,7 @@ def load_config(
         name, base_dir, lines = str(path), str(path.resolve().parent), _key_lines(text)
 
     flat = is_flat(raw)
-    nested = flat_to_nested(raw, name) if flat else raw
+    nested = flat_to_nested(raw, name, lines) if flat else raw
     for item in overrides or []:
         key, value = _parse_override(item)
         if flat and "." not in key and key in KEY_MAP:

@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 class Section(BaseModel):
     """Base for all config sections: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # coerce_numbers_to_str: `model.revision=20240101` on the command line is a revision, not an error
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), coerce_numbers_to_str=True
+    )
 
 
 class ModelConfig(Section):

@@ -71,6 +71,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
             metadata={
                 "key": key,
                 "template": template_name,
+                "dataset_fingerprint": dataset.fingerprint,
                 "train_examples": counts["train"],
                 "eval_examples": counts["eval"],
                 "cutoff_len": cfg.data.cutoff_len,

@@ -1,0 +1,39 @@
+"""Small configs for tests: the built-in tiny models, the shipped data, few steps, a private workdir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftcore.config import PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(workdir: Path, *overrides: str, **sections: Any) -> PipelineConfig:
+    """A quick job: tiny-qwen2, 64 training rows, 8 steps, checkpoints every 4, eval on 16 rows."""
+    base: dict[str, Any] = {
+        "name": "test-job",
+        "workdir": str(workdir),
+        "model": {"name_or_path": "builtin:tiny-qwen2"},
+        "data": {
+            "dataset_dir": str(REPO / "data"),
+            "dataset": ["demo_alpaca"],
+            "eval_dataset": ["demo_alpaca_eval"],
+            "max_samples": 64,
+            "cutoff_len": 128,
+        },
+        "train": {
+            "max_steps": 8,
+            "save_steps": 4,
+            "logging_steps": 2,
+            "learning_rate": 5e-3,
+            "per_device_train_batch_size": 8,
+            "lora": {"rank": 8},
+        },
+        "eval": {"max_samples": 16, "generation_samples": 4, "max_new_tokens": 8},
+        "registry": {"model_name": "test-model"},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return load_config(base, list(overrides))

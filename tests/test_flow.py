@@ -1,0 +1,63 @@
+"""The finetune flow under Prefect: states, caching across runs, re-running only what changed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.finetune import finetune
+from tests.helpers import REPO, small_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_local")]
+
+STAGES = ["fetch_model", "fetch_dataset", "preprocess", "train", "evaluate", "merge", "register"]
+
+
+def _states(result: dict) -> dict[str, str]:
+    return {row["stage"]: row["state"] for row in result["summary"]}
+
+
+def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job")
+
+    first = finetune(cfg)
+    assert _states(first) == dict.fromkeys(STAGES, "Completed")
+    metrics = first["artifacts"]["eval"]["metadata"]["metrics"]
+    assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
+
+    second = finetune(cfg)
+    assert _states(second) == dict.fromkeys(STAGES, "Cached")
+    assert second["artifacts"] == first["artifacts"]
+
+    third = finetune(cfg, overrides=["train.learning_rate=2e-3"])
+    states = _states(third)
+    assert [states[s] for s in ("fetch_model", "fetch_dataset", "preprocess")] == ["Cached"] * 3
+    assert [states[s] for s in ("train", "evaluate", "merge", "register")] == ["Completed"] * 4
+    assert third["artifacts"]["registered"]["metadata"]["version"] == 2
+
+
+def test_cached_result_whose_files_are_gone_runs_again(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.max_steps=4")
+    first = finetune(cfg)
+    shutil.rmtree(Path(first["artifacts"]["merged"]["path"]))
+
+    again = finetune(cfg)
+    assert _states(again)["train"] == "Cached"
+    assert _states(again)["merge"] == "Completed"
+    assert (Path(again["artifacts"]["merged"]["path"]) / "model.safetensors").is_file()
+
+
+def test_flow_takes_a_yaml_path_and_overrides(tmp_path: Path) -> None:
+    overrides = [
+        f"workdir={tmp_path / 'qs'}",
+        f"data.dataset_dir={REPO / 'data'}",
+        "data.max_samples=16",
+        "train.max_steps=2",
+        "eval.enabled=false",
+        "registry.enabled=false",
+    ]
+    result = finetune(str(REPO / "configs" / "quickstart.yaml"), overrides=overrides)
+    assert list(_states(result)) == ["fetch_model", "fetch_dataset", "preprocess", "train", "merge"]
+    assert result["artifacts"]["merged"]["metadata"]["base_model_ref"] == "builtin:tiny-qwen2"

@@ -1,0 +1,60 @@
+"""Merging a LoRA adapter: the merged model computes what base + adapter computes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ftcore import stages
+from ftcore.modeling import load_model, load_with_adapter
+from tests.helpers import small_config
+
+
+def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=6")
+    model = stages.fetch_model(cfg)
+    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    trained = stages.train(cfg, model, data)
+    merged = stages.merge(cfg, model, trained)
+
+    out = Path(merged.path)
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    ):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin")), "safetensors only"
+    assert not (out / "adapter_config.json").exists()
+
+    vocab = json.loads((out / "config.json").read_text())["vocab_size"]
+    ids = torch.randint(0, vocab, (3, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = load_with_adapter(model.path, trained.path, dtype="float32", device="cpu")(
+            input_ids=ids
+        ).logits
+        reloaded = load_model(out, dtype="float32", device="cpu")(input_ids=ids).logits
+        base = load_model(model.path, dtype="float32", device="cpu")(input_ids=ids).logits
+    assert (reference - reloaded).abs().max().item() < 1e-4
+    assert (reference - base).abs().max().item() > 1e-3, (
+        "the adapter must change the logits, or parity is vacuous"
+    )
+    assert merged.metadata["base_model_ref"] == "builtin:tiny-qwen2"
+
+    assert stages.merge(cfg, model, trained) == merged  # second call reuses the finished merge
+
+
+def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
+    cfg = small_config(
+        tmp_path / "job", "train.report_to=none", "train.finetuning_type=full", "train.max_steps=2"
+    )
+    model = stages.fetch_model(cfg)
+    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    trained = stages.train(cfg, model, data)
+    merged = stages.merge(cfg, model, trained)
+    assert merged.kind == "merged"
+    assert merged.path == trained.path
