@@ -48,11 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
-    )
-    logging.getLogger("ftcore").setLevel(logging.INFO)
+def _ftcore_to_stderr() -> logging.Handler:
+    """Show ftcore's INFO lines (stage steps, training progress) on stderr; returns the handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    logger = logging.getLogger("ftcore")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
 
 
 def _print_artifacts(artifacts: dict[str, Any]) -> None:
@@ -106,7 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
-    _setup_logging()  # before loading: the LLaMA-Factory adapter reports the keys it ignores
+    handler = _ftcore_to_stderr()  # before loading: the LLaMA-Factory adapter reports the keys it ignores
     _quiet_libraries()
     cfg = load_config(args.config, args.overrides)
     if args.command == "run":
@@ -114,6 +118,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         preflight(cfg)  # before Prefect starts: a bad config fails in milliseconds
         from flows.finetune import finetune
+
+        # inside the flow, ftcore's lines reach the terminal (and the UI) through Prefect's task loggers
+        logging.getLogger("ftcore").removeHandler(handler)
+        logging.getLogger("ftcore").propagate = True
 
         finetune(cfg)
         return 0

@@ -37,3 +37,11 @@ def small_config(workdir: Path, *overrides: str, **sections: Any) -> PipelineCon
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     return load_config(base, list(overrides))
+
+
+def prepared_inputs(cfg: PipelineConfig) -> tuple[Any, Any]:
+    """The base model and tokenized data artifacts that train, evaluate and merge take."""
+    from ftcore import stages
+
+    model = stages.fetch_model(cfg)
+    return model, stages.preprocess(cfg, model, stages.fetch_dataset(cfg))

@@ -15,7 +15,7 @@ from ftcore.evaluate.generate import generate_answers
 from ftcore.evaluate.loss import eval_loss
 from ftcore.evaluate.metrics import exact_match, rouge_l, score
 from ftcore.modeling import load_model, load_tokenizer
-from tests.helpers import small_config
+from tests.helpers import prepared_inputs, small_config
 
 
 def test_exact_match_normalizes_whitespace_only() -> None:
@@ -78,8 +78,7 @@ def test_generation_stops_at_end_of_turn(tiny_qwen2: Path) -> None:
 
 def test_evaluate_stage_writes_metrics_and_samples(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none")
-    model = stages.fetch_model(cfg)
-    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    model, data = prepared_inputs(cfg)
     result = stages.evaluate(cfg, model, data, None)
     metrics = result.metadata["metrics"]
     assert set(metrics) == {"base/eval_loss", "base/perplexity", "base/exact_match", "base/rouge_l"}

@@ -9,13 +9,12 @@ import torch
 
 from ftcore import stages
 from ftcore.modeling import load_model, load_with_adapter
-from tests.helpers import small_config
+from tests.helpers import prepared_inputs, small_config
 
 
 def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=6")
-    model = stages.fetch_model(cfg)
-    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    model, data = prepared_inputs(cfg)
     trained = stages.train(cfg, model, data)
     merged = stages.merge(cfg, model, trained)
 
@@ -52,8 +51,7 @@ def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
     cfg = small_config(
         tmp_path / "job", "train.report_to=none", "train.finetuning_type=full", "train.max_steps=2"
     )
-    model = stages.fetch_model(cfg)
-    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    model, data = prepared_inputs(cfg)
     trained = stages.train(cfg, model, data)
     merged = stages.merge(cfg, model, trained)
     assert merged.kind == "merged"

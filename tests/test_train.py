@@ -12,14 +12,13 @@ from safetensors.torch import load_file
 from ftcore import stages
 from ftcore.artifacts import read_manifest
 from ftcore.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint, resolve_resume
-from tests.helpers import small_config
+from tests.helpers import prepared_inputs, small_config
 
 
 @pytest.fixture()
 def prepared(tmp_path: Path):
     cfg = small_config(tmp_path / "job", "train.report_to=none")
-    model = stages.fetch_model(cfg)
-    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    model, data = prepared_inputs(cfg)
     return cfg, model, data
 
 
@@ -44,8 +43,7 @@ def test_full_finetuning_changes_the_weights(tmp_path: Path) -> None:
     cfg = small_config(
         tmp_path / "job", "train.report_to=none", "train.finetuning_type=full", "train.max_steps=3"
     )
-    model = stages.fetch_model(cfg)
-    data = stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    model, data = prepared_inputs(cfg)
     trained = stages.train(cfg, model, data)
 
     assert trained.kind == "model"

@@ -6,9 +6,20 @@ form and the docs. `extra="forbid"` turns a typo into an error that names the ke
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+
+def _split_commas(value: object) -> object:
+    """LLaMA-Factory and the command line write lists as 'a,b,c'."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list of names that also accepts one comma-separated string.
+NameList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
 class Section(BaseModel):
@@ -41,12 +52,12 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: list[str] = Field(
+    dataset: NameList = Field(
         default_factory=lambda: ["demo_alpaca", "identity"],
         description="Training dataset names from dataset_dir/dataset_info.json (LLaMA-Factory format).",
     )
     dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the data files.")
-    eval_dataset: list[str] = Field(
+    eval_dataset: NameList = Field(
         default_factory=list,
         description="Held-out dataset names for evaluation; when empty, val_size splits one off.",
     )
@@ -61,29 +72,15 @@ class DataConfig(Section):
     train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (no masking).")
     seed: int = Field(42, description="Seed for the train / validation split and shuffling.")
 
-    @field_validator("dataset", "eval_dataset", mode="before")
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
 
 class LoraConfig(Section):
     rank: int = Field(8, gt=0, description="LoRA rank r.")
     alpha: int | None = Field(None, gt=0, description="LoRA alpha; defaults to 2 x rank.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
-    target: list[str] = Field(
+    target: NameList = Field(
         default_factory=lambda: ["all"],
         description="Module names to adapt; 'all' means every linear layer except the output head.",
     )
-
-    @field_validator("target", mode="before")
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class TrainConfig(Section):
@@ -124,16 +121,9 @@ class TrainConfig(Section):
         description="'auto': resume from the last complete checkpoint in output_dir if any; a path: that "
         "checkpoint; null: always start from step 0.",
     )
-    report_to: list[str] = Field(
+    report_to: NameList = Field(
         default_factory=lambda: ["mlflow"], description="Experiment trackers; 'mlflow' or 'none'."
     )
-
-    @field_validator("report_to", mode="before")
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class EvalConfig(Section):

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install ftflow into ./.venv on a fresh machine (CPU). GPU users: install your CUDA torch build
+# first, then `pip install -e ".[dev]"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU wheel first: any range that admits a newer release would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[dev,modelscope]"
+.venv/bin/python -m pip check

@@ -1,0 +1,133 @@
+"""End to end through the `ft` command, as a user runs it: separate processes, real kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftcore.artifacts import read_manifest
+from ftcore.train.checkpoints import last_complete_checkpoint
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+FT = [sys.executable, "-m", "flows.cli"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _ft(args: list[str], tmp_path: Path, timeout: int = 600, **kwargs: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        FT + args, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def test_quickstart_runs_end_to_end_then_from_cache(tmp_path: Path) -> None:
+    workdir = tmp_path / "qs"
+    first = _ft(["run", "configs/quickstart.yaml", f"workdir={workdir}"], tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    for stage in ("fetch_model", "preprocess", "train", "evaluate", "merge", "register"):
+        assert f"Task run '{stage}" in log
+    assert "step 10/" in log and "loss" in log and "eta" in log  # training progress in the terminal
+    metrics = json.loads(next(workdir.glob("eval-*/metrics.json")).read_text())
+    assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
+
+    second = _ft(["run", "configs/quickstart.yaml", f"workdir={workdir}"], tmp_path)
+    assert second.returncode == 0
+    log = second.stdout + second.stderr
+    assert log.count("Finished in state Cached") == 7
+    assert "step 10/" not in log
+
+
+def test_sigkill_during_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    workdir = tmp_path / "killed"
+    args = [
+        "run",
+        "configs/quickstart.yaml",
+        f"workdir={workdir}",
+        "train.max_steps=400",
+        "train.save_steps=25",
+    ]
+    args += ["train.num_train_epochs=1", "eval.enabled=false", "registry.enabled=false"]
+    proc = subprocess.Popen(
+        FT + args,
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the flow's temporary Prefect server dies with it, like a lost machine
+    )
+    deadline = time.monotonic() + 300
+    checkpoint = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        stage = next(workdir.glob("train-*"), None)
+        checkpoint = stage and last_complete_checkpoint(stage / "checkpoints")
+        if checkpoint is not None and int(checkpoint.name.split("-")[1]) >= 50:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint is not None, "training never wrote a checkpoint"
+    stage = checkpoint.parent.parent
+    assert read_manifest(stage) is None, "a killed training must not look finished"
+    assert not (stage / "model").exists()
+    killed_at = int(last_complete_checkpoint(stage / "checkpoints").name.split("-")[1])
+    assert killed_at < 400
+
+    again = _ft(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert f"resumed at step {killed_at} of 400" in log
+    done = read_manifest(stage)
+    assert done is not None
+    assert done.metadata["resumed_from"].endswith(f"checkpoint-{killed_at}")
+    assert done.metadata["global_step"] == 400
+    assert "Finished in state Cached" in log  # fetch and preprocess came from cache
+
+
+def test_llamafactory_flat_yaml_trains_evaluates_and_exports(tmp_path: Path) -> None:
+    out = tmp_path / "lf"
+    flat = yaml.safe_load((REPO / "configs" / "llamafactory_sft_lora.yaml").read_text())
+    flat.update({"output_dir": str(out), "max_steps": 6, "export_dir": str(tmp_path / "exported")})
+    path = tmp_path / "lf.yaml"
+    path.write_text(yaml.safe_dump(flat))
+
+    trained = _ft(["train", str(path), f"workdir={tmp_path / 'w'}"], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (out / "model" / "adapter_model.safetensors").is_file()
+    assert "ignoring LLaMA-Factory keys" in trained.stderr
+
+    evaluated = _ft(["eval", str(path), f"workdir={tmp_path / 'w'}"], tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "tuned/eval_loss" in evaluated.stdout
+
+    exported = _ft(["export", str(path), f"workdir={tmp_path / 'w'}"], tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
+
+    again = _ft(["train", str(path), f"workdir={tmp_path / 'w'}"], tmp_path)
+    assert "reusing finished artifact" in again.stderr
+    assert "step 2/" not in again.stderr
+
+
+def test_help_is_the_manual(tmp_path: Path) -> None:
+    result = _ft(["--help"], tmp_path, timeout=60)
+    assert result.returncode == 0
+    for command in ("run", "train", "eval", "export", "config"):
+        assert command in result.stdout
+    sub = _ft(["run", "--help"], tmp_path, timeout=60)
+    assert "train.learning_rate=2e-4" in sub.stdout
