@@ -5,6 +5,9 @@ ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
 ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
 ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir)
 ft config show CFG [...]        print the resolved config
+ft config schema                every config field with its description (JSON schema)
+
+example: ft run configs/quickstart.yaml train.learning_rate=1e-3
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ as a form because the parameter is the typed PipelineConfig.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -76,4 +77,19 @@ def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = 
 
     for row in summary:
         logger.info("%-14s %-10s %7.1fs  %s", row["stage"], row["state"], row["seconds"], row["path"])
+    _publish_summary(cfg, summary, out)
     return {"summary": summary, "artifacts": {name: a.model_dump() for name, a in out.items()}}
+
+
+def _publish_summary(cfg: PipelineConfig, summary: list[dict[str, Any]], out: dict[str, Artifact]) -> None:
+    """A markdown artifact in the Prefect UI: what each stage did and what the fine-tune achieved."""
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = ["| stage | state | seconds | artifact |", "|---|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['state']} | {r['seconds']} | `{r['path']}` |" for r in summary]
+    metrics = out["eval"].metadata.get("metrics", {}) if "eval" in out else {}
+    if metrics:
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-summary".lower()).strip("-")
+    create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"ftflow job {cfg.name}")

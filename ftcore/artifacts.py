@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,9 +122,18 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def clean_stale_temps(parent: Path) -> None:
-    """Remove temp dirs left by killed stages (never complete, never read)."""
-    if parent.is_dir():
-        for child in parent.iterdir():
-            if child.is_dir() and child.name.startswith((".tmp-", ".old-")):
-                shutil.rmtree(child, ignore_errors=True)
+def clean_stale_temps(parent: Path, older_than_s: float = 0.0) -> list[Path]:
+    """Remove temp dirs left by killed stages (never complete, never read); returns what went.
+
+    `older_than_s` spares temp dirs a stage running right now may still be filling.
+    """
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for child in parent.iterdir():
+        stale = child.is_dir() and child.name.startswith((".tmp-", ".old-"))
+        if stale and now - child.stat().st_mtime >= older_than_s:
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed

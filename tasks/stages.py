@@ -12,7 +12,8 @@ from ftcore.stages.preprocess import resolve_template
 from ftcore.tracking import resolve_tracking_uri
 from tasks.common import cache_key, ftcore_logs, retry_unless_user_error
 
-_CACHED = {"persist_result": True, "retry_condition_fn": retry_unless_user_error}
+# JSON, not pickle: cached results are plain manifests, and nothing unpickles files from disk.
+_CACHED = {"persist_result": True, "result_serializer": "json", "retry_condition_fn": retry_unless_user_error}
 
 
 @task(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,12 @@ def test_clean_stale_temps(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", ".tmp-note", "model"]
     assert (tmp_path / "model/w.bin").read_text() == "w"
     clean_stale_temps(tmp_path / "missing")  # no error
+
+
+def test_clean_stale_temps_spares_young_temp_dirs(tmp_path: Path) -> None:
+    _tree(tmp_path, {".tmp-old-1/w": "w", ".tmp-young-2/w": "w"})
+    an_hour_ago = time.time() - 3600
+    os.utime(tmp_path / ".tmp-old-1", (an_hour_ago, an_hour_ago))
+    removed = clean_stale_temps(tmp_path, older_than_s=600)
+    assert [p.name for p in removed] == [".tmp-old-1"]
+    assert (tmp_path / ".tmp-young-2").is_dir()

@@ -19,6 +19,17 @@ def _states(result: dict) -> dict[str, str]:
     return {row["stage"]: row["state"] for row in result["summary"]}
 
 
+def _ui_summary(key: str) -> str:
+    """The markdown the Prefect UI shows for the job's latest run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no Prefect artifact {key}"
+    return found[-1].data
+
+
 def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job")
 
@@ -26,6 +37,9 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     assert _states(first) == dict.fromkeys(STAGES, "Completed")
     metrics = first["artifacts"]["eval"]["metadata"]["metrics"]
     assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
+
+    summary = _ui_summary("test-job-summary")
+    assert "| train | Completed |" in summary and "tuned/eval_loss" in summary
 
     second = finetune(cfg)
     assert _states(second) == dict.fromkeys(STAGES, "Cached")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ftcore.artifacts import Artifact, fingerprint_path, read_manifest
+from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path, read_manifest
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import parse_ref
@@ -13,6 +13,8 @@ from ftcore.stages.common import stage_dir
 
 log = logging.getLogger("ftcore.stages")
 
+# temp dirs older than this in the job's workdir belong to killed stages, not to running ones
+STALE_TEMP_S = 6 * 3600
 ORDER = ("fetch", "preprocess", "train", "evaluate", "merge", "register")
 
 
@@ -41,6 +43,8 @@ def preflight(cfg: PipelineConfig) -> None:
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
     build_splits(cfg.data, dataset_dir)  # parses every row: file and row named on error
+    for stale in clean_stale_temps(cfg.workdir_path, older_than_s=STALE_TEMP_S):
+        log.info("removed %s, left by a stage that was killed", stale)
 
 
 def external_adapter(cfg: PipelineConfig, model: Artifact) -> Artifact:

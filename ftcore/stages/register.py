@@ -21,7 +21,7 @@ def config_hash(cfg: PipelineConfig) -> str:
 
 def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None) -> Artifact:
     """Create (or find, when it exists under the same key) the model version and set the alias."""
-    from ftcore import registry, tracking
+    from ftcore import registry
 
     job = JobRun(cfg)
     key = register_key(cfg, merged, evaluation, job.uri)
@@ -32,7 +32,7 @@ def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None)
     job.run_id = run_id
     if existing is None:
         job.artifacts(Path(merged.path), "model")  # with its manifest: lineage readable from the store
-    source = tracking.get_client(job.uri).get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
+    source = job.client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
     metrics = evaluation.metadata.get("metrics", {}) if evaluation else {}
     tags = registry.lineage_tags(
         config_hash=config_hash(cfg),
@@ -48,7 +48,7 @@ def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None)
     log.info("[register] %s version %s has alias '%s'", info["name"], info["version"], cfg.registry.alias)
     return Artifact(
         kind="registered",
-        path=f"models:/{info['name']}@{cfg.registry.alias}",
+        path=f"models:/{info['name']}/{info['version']}",  # the version, not the alias: aliases move
         fingerprint=hash_json([key, info["version"]]),
         metadata={"key": key, "tracking_uri": job.uri, "merged_path": merged.path, **info, "tags": tags},
     )
