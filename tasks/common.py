@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from ftcore.artifacts import Artifact, hash_json
@@ -55,7 +56,11 @@ class _ToPrefect(logging.Handler):
 @contextlib.contextmanager
 def ftcore_logs() -> Iterator[None]:
     """Show ftcore's log lines (stage steps, training progress) in the task's Prefect run log."""
-    handler = _ToPrefect(get_run_logger())
+    try:
+        handler = _ToPrefect(get_run_logger())
+    except MissingContextError:  # called as task.fn() outside a run: plain logging applies
+        yield
+        return
     root = logging.getLogger("ftcore")
     previous = root.level, root.propagate
     root.addHandler(handler)
