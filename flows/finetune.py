@@ -52,7 +52,7 @@ def _run(step: Any, summary: list[dict[str, Any]], *args: Any) -> Artifact:
     return artifact
 
 
-@flow(name="finetune", log_prints=True, validate_parameters=False)
+@flow(name="finetune", validate_parameters=False)
 def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune, evaluate, merge and register one model; returns each stage's artifact manifest."""
     cfg = load_config(config, overrides)
