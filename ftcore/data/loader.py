@@ -43,15 +43,20 @@ OPENAI_TAGS = {
 UNSUPPORTED_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
 
+def _read_json(path: Path) -> Any:
+    """A whole JSON file; a syntax error names the file, line and column."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+
+
 def load_dataset_info(dataset_dir: Path) -> dict[str, dict[str, Any]]:
     """Parse `dataset_dir/dataset_info.json`; its absence or bad JSON is an error naming the file."""
     path = Path(dataset_dir) / DATASET_INFO
     if not path.is_file():
         raise ConfigError(f"no {DATASET_INFO} in dataset_dir {dataset_dir} (expected {path})")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    info = _read_json(path)
     if not isinstance(info, dict):
         raise DataError(f"{path}: expected an object mapping dataset names to entries")
     return info
@@ -128,10 +133,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, Any]]:
                     raise DataError(f"{path}: invalid JSON at line {lineno}: {exc.msg}") from exc
                 yield f"{path}: line {lineno}", record
         return
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    records = _read_json(path)
     if not isinstance(records, list):
         raise DataError(f"{path}: a .json data file must hold a list of rows")
     for index, record in enumerate(records):
