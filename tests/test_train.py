@@ -111,3 +111,30 @@ def test_output_dir_of_another_config_is_not_mixed_in(prepared, tmp_path: Path) 
     with pytest.raises(Exception, match="different config"):
         stages.train(cfg.model_copy(update={"train": other}), model, data)
     assert read_manifest(out) is not None, "the finished run in that folder must survive the refusal"
+
+
+def _loss_curve(cfg) -> list[float]:  # noqa: ANN001
+    trained = stages.train(cfg, *prepared_inputs(cfg))
+    state = Path(trained.path).parent / "checkpoints" / "checkpoint-6" / "trainer_state.json"
+    return [entry["loss"] for entry in json.loads(state.read_text())["log_history"] if "loss" in entry]
+
+
+def test_gradient_accumulation_gives_the_same_trajectory_as_a_bigger_batch(tmp_path: Path) -> None:
+    """TRL's invariant: 4 x 1 = 1 x 4 = 2 x 2. Sequences differ in length, so this only holds when the
+    loss is normalized by the tokens of the whole accumulated batch, not averaged per micro-batch."""
+    curves = {}
+    for batch, accumulation in [(4, 1), (1, 4), (2, 2)]:
+        cfg = small_config(
+            tmp_path / f"{batch}x{accumulation}",
+            "train.report_to=none",
+            "train.max_steps=6",
+            "train.logging_steps=1",
+            "train.save_steps=6",
+            f"train.per_device_train_batch_size={batch}",
+            f"train.gradient_accumulation_steps={accumulation}",
+        )
+        curves[(batch, accumulation)] = _loss_curve(cfg)
+    reference = curves[(4, 1)]
+    assert len(reference) == 6 and reference[-1] < reference[0]
+    for curve in curves.values():
+        assert curve == pytest.approx(reference, abs=1e-4)
