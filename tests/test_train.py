@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 
 from ftcore import stages
 from ftcore.artifacts import read_manifest
+from ftcore.config import PipelineConfig
+from ftcore.stages.train import weight_dtype
 from ftcore.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint, resolve_resume
 from tests.helpers import prepared_inputs, small_config
 
@@ -113,7 +115,7 @@ def test_output_dir_of_another_config_is_not_mixed_in(prepared, tmp_path: Path) 
     assert read_manifest(out) is not None, "the finished run in that folder must survive the refusal"
 
 
-def _loss_curve(cfg) -> list[float]:  # noqa: ANN001
+def _loss_curve(cfg: PipelineConfig) -> list[float]:
     trained = stages.train(cfg, *prepared_inputs(cfg))
     state = Path(trained.path).parent / "checkpoints" / "checkpoint-6" / "trainer_state.json"
     return [entry["loss"] for entry in json.loads(state.read_text())["log_history"] if "loss" in entry]
@@ -138,3 +140,16 @@ def test_gradient_accumulation_gives_the_same_trajectory_as_a_bigger_batch(tmp_p
     assert len(reference) == 6 and reference[-1] < reference[0]
     for curve in curves.values():
         assert curve == pytest.approx(reference, abs=1e-4)
+
+
+def test_lora_under_bf16_keeps_a_bf16_base_and_an_fp32_adapter(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=4", "train.bf16=true")
+    assert weight_dtype(cfg.train) == "bfloat16"
+    assert (
+        weight_dtype(small_config(tmp_path, "train.finetuning_type=full", "train.bf16=true").train)
+        == "float32"
+    )
+    trained = stages.train(cfg, *prepared_inputs(cfg))
+    weights = load_file(Path(trained.path) / "adapter_model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in weights.values())

@@ -13,6 +13,7 @@ from pathlib import Path
 from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
 from ftcore.config.loader import dump_config
 from ftcore.config.pipeline import PipelineConfig
+from ftcore.config.sections import TrainConfig
 from ftcore.errors import ConfigError
 from ftcore.stages.common import JobRun, reuse, stage_dir
 from ftcore.stages.keys import train_key
@@ -56,7 +57,7 @@ def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:
 
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
-    base = load_model(model.path, cfg.model.trust_remote_code, dtype="float32")
+    base = load_model(model.path, cfg.model.trust_remote_code, dtype=weight_dtype(cfg.train))
     base.train()
     prepared = METHODS[cfg.train.finetuning_type](base, cfg.train)
     train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
@@ -112,6 +113,14 @@ def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:
     )
     write_manifest(out, artifact)
     return artifact
+
+
+def weight_dtype(train_cfg: TrainConfig) -> str:
+    """LoRA under bf16 keeps the frozen base in bf16 (half the memory; peft keeps the adapter in fp32);
+    full fine-tuning keeps fp32 master weights and lets autocast do bf16 compute."""
+    from ftcore.train.sft import resolve_bf16
+
+    return "bfloat16" if train_cfg.finetuning_type == "lora" and resolve_bf16(train_cfg) else "float32"
 
 
 def _claim(out: Path, key: str) -> None:

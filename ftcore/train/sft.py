@@ -9,12 +9,17 @@ from ftcore.config.sections import TrainConfig
 from ftcore.modeling import bf16_supported
 
 
+def resolve_bf16(cfg: TrainConfig) -> bool:
+    """train.bf16, or when unset: on where the hardware does bf16 natively (recent GPUs)."""
+    return bf16_supported() if cfg.bf16 is None else cfg.bf16
+
+
 def training_arguments(cfg: TrainConfig, checkpoint_dir: Path) -> Any:
     """TrainingArguments from the train section, with defaults that work on CPU and GPU alike."""
     import torch
     from transformers import TrainingArguments
 
-    bf16 = bf16_supported() if cfg.bf16 is None else cfg.bf16
+    bf16 = resolve_bf16(cfg)
     use_cpu = not torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -37,7 +42,7 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path) -> Any:
         bf16=bf16,
         fp16=cfg.fp16,
         use_cpu=use_cpu,
-        optim="adamw_torch",
+        optim="adamw_torch" if use_cpu else "adamw_torch_fused",
         report_to="none",  # ftflow logs to MLflow itself, through MetricsCallback
         disable_tqdm=True,
         remove_unused_columns=False,
