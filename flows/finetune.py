@@ -9,27 +9,14 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 import tasks
-from ftcore.artifacts import Artifact, read_manifest
+from ftcore.artifacts import Artifact, is_present
 from ftcore.config import PipelineConfig, load_config
 from ftcore.stages import external_adapter, preflight
-
-
-def _present(artifact: Artifact) -> bool:
-    """A cached result is only good while its files are still there (someone may delete a workdir)."""
-    if artifact.kind == "registered":
-        return True
-    path = Path(artifact.path)
-    if artifact.kind in ("adapter", "model") and path.name == "model":
-        return read_manifest(path.parent) is not None
-    if artifact.kind in ("tokenized", "eval", "merged"):
-        return read_manifest(path) is not None
-    return path.exists()
 
 
 def _run(step: Any, summary: list[dict[str, Any]], *args: Any) -> Artifact:
@@ -37,7 +24,7 @@ def _run(step: Any, summary: list[dict[str, Any]], *args: Any) -> Artifact:
     start = time.monotonic()
     state = step(*args, return_state=True)
     artifact = state.result()
-    if state.name == "Cached" and not _present(artifact):
+    if state.name == "Cached" and not is_present(artifact):
         get_run_logger().warning("%s: cached artifact %s is gone, running again", step.name, artifact.path)
         state = step.with_options(refresh_cache=True)(*args, return_state=True)
         artifact = state.result()

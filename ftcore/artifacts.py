@@ -91,6 +91,22 @@ def read_manifest(path: str | Path) -> Artifact | None:
         return None
 
 
+def is_present(artifact: Artifact) -> bool:
+    """Whether an artifact's files are still there, e.g. before trusting an orchestrator's cache.
+
+    Stage outputs are finished while their manifest exists (beside the files, or one level up for a
+    stage's `model/` folder); inputs (a fetched model, a dataset folder) while their path exists;
+    registry entries live in MLflow, not on this disk.
+    """
+    if artifact.kind == "registered":
+        return True
+    path = Path(artifact.path)
+    if artifact.kind in ("model", "dataset") and read_manifest(path.parent) is None:
+        return path.exists()
+    found = read_manifest(path) or (read_manifest(path.parent) if path.name == "model" else None)
+    return found is not None and found.fingerprint == artifact.fingerprint
+
+
 def write_manifest(directory: Path, artifact: Artifact) -> None:
     """Write the manifest atomically: it marks the directory complete, so it goes last."""
     tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
 from ftcore import stages
+from ftcore.artifacts import is_present
 from ftcore.modeling import load_model, load_with_adapter
 from tests.helpers import prepared_inputs, small_config
 
@@ -45,6 +47,9 @@ def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
     assert merged.metadata["base_model_ref"] == "builtin:tiny-qwen2"
 
     assert stages.merge(cfg, model, trained) == merged  # second call reuses the finished merge
+    assert is_present(merged) and is_present(trained) and is_present(model)
+    shutil.rmtree(out)
+    assert not is_present(merged)
 
 
 def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
@@ -56,3 +61,6 @@ def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
     merged = stages.merge(cfg, model, trained)
     assert merged.kind == "merged"
     assert merged.path == trained.path
+    assert is_present(merged) and is_present(trained)
+    (Path(trained.path).parent / "ftflow-manifest.json").unlink()
+    assert not is_present(merged), "without its manifest the training is unfinished"
