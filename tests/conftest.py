@@ -12,10 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Isolation before anything imports ftcore / prefect / mlflow. The built-in models are built once
-    # per session into this cache (a few seconds each).
-    home = Path(os.environ.get("FTFLOW_TEST_HOME", "/tmp/ftflow-test-home"))
-    os.environ.setdefault("FTFLOW_HOME", str(home / "ftflow"))
+    # Isolation before anything imports ftcore / prefect / mlflow: a fresh cache per session, so no
+    # artifact made by older code is reused (the built-in models are rebuilt, a few seconds each).
+    # FTFLOW_TEST_HOME keeps one across sessions for quicker local iteration.
+    home = Path(os.environ.get("FTFLOW_TEST_HOME") or tempfile.mkdtemp(prefix="ftflow-test-"))
+    os.environ["FTFLOW_HOME"] = str(home / "ftflow")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_CACHE"] = str(home / "hf")
     os.environ["MODELSCOPE_CACHE"] = str(home / "modelscope")
