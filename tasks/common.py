@@ -10,7 +10,7 @@ from typing import Any
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from ftcore.artifacts import Artifact, hash_json
+from ftcore.artifacts import hash_json
 from ftcore.errors import FtflowError
 
 
@@ -71,8 +71,3 @@ def ftcore_logs() -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.level, root.propagate = previous
-
-
-def manifest(artifact: Artifact) -> Artifact:
-    """Tasks return the artifact manifest itself: small, picklable, self-describing."""
-    return artifact

@@ -6,16 +6,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ftcore import tracking
 from ftcore.artifacts import Artifact, read_manifest
 from ftcore.config.pipeline import PipelineConfig
 
 log = logging.getLogger("ftcore.stages")
 
 
-def stage_dir(cfg: PipelineConfig, stage: str, key: str) -> Path:
-    """Default home of a stage's artifact: <workdir>/<stage>-<key prefix>, so a new key never
-    overwrites an older result."""
-    return cfg.workdir_path / f"{stage}-{key[:12]}"
+def stage_dir(cfg: PipelineConfig, stage: str, key: str, chosen: str | None = None) -> Path:
+    """Home of a stage's artifact: the folder the user chose (train.output_dir, export.export_dir),
+    else <workdir>/<stage>-<key prefix>, so a new key never overwrites an older result."""
+    return cfg.resolve_path(chosen) if chosen else cfg.workdir_path / f"{stage}-{key[:12]}"
 
 
 def reuse(directory: Path, key: str, stage: str) -> Artifact | None:
@@ -36,8 +37,6 @@ class JobRun:
     """The MLflow run that a job's training and evaluation report to (None-safe when disabled)."""
 
     def __init__(self, cfg: PipelineConfig, run_id: str | None = None) -> None:
-        from ftcore import tracking
-
         self.cfg = cfg
         self.uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
         self.client = tracking.get_client(self.uri)
@@ -49,8 +48,6 @@ class JobRun:
     @classmethod
     def for_key(cls, cfg: PipelineConfig, key: str, tags: dict[str, str]) -> JobRun:
         """Reuse the run started under this key (a resumed training continues its run) or start one."""
-        from ftcore import tracking
-
         job = cls(cfg)
         job.run_id = tracking.find_run(job.client, job.experiment_id, "ftflow.key", key)
         if job.run_id is None:
@@ -60,21 +57,13 @@ class JobRun:
         return job
 
     def params(self, params: dict[str, Any]) -> None:
-        from ftcore import tracking
-
         tracking.log_params(self.client, self.run_id, params)
 
     def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from ftcore import tracking
-
         tracking.log_metrics(self.client, self.run_id, metrics, step)
 
     def artifacts(self, local_dir: Path, artifact_path: str) -> None:
-        from ftcore import tracking
-
         tracking.log_artifacts(self.client, self.run_id, local_dir, artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
-        from ftcore import tracking
-
         tracking.end_run(self.client, self.run_id, status)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path, read_manifest
+from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import parse_ref
-from ftcore.stages.common import stage_dir
+from ftcore.stages.common import reuse, stage_dir
 
 log = logging.getLogger("ftcore.stages")
 
@@ -70,9 +70,7 @@ def find_trained(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifa
     from ftcore.stages.keys import train_key
 
     key = train_key(cfg, model, data)
-    out = cfg.resolve_path(cfg.train.output_dir) if cfg.train.output_dir else stage_dir(cfg, "train", key)
-    done = read_manifest(out)
-    return done if done is not None and done.metadata.get("key") == key else None
+    return reuse(stage_dir(cfg, "train", key, cfg.train.output_dir), key, "train")
 
 
 def run_local(cfg: PipelineConfig, until: str = "register") -> dict[str, Artifact]:

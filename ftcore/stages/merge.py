@@ -34,7 +34,7 @@ def merge(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> Artifact:
             }
         )
     key = merge_key(cfg, model, trained)
-    out = cfg.resolve_path(cfg.export.export_dir) if cfg.export.export_dir else stage_dir(cfg, "merged", key)
+    out = stage_dir(cfg, "merged", key, cfg.export.export_dir)
     done = reuse(out, key, "merge")
     if done is not None:
         return done

@@ -26,7 +26,7 @@ KEY_FILE = "ftflow-train-key"
 def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:
     """Fine-tune the base model on the tokenized data; reuse a finished run with the same key."""
     key = train_key(cfg, model, data)
-    out = cfg.resolve_path(cfg.train.output_dir) if cfg.train.output_dir else stage_dir(cfg, "train", key)
+    out = stage_dir(cfg, "train", key, cfg.train.output_dir)
     done = reuse(out, key, "train")
     if done is not None:
         return done
