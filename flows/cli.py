@@ -130,54 +130,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     from ftcore.stages import run_local
 
-    until = {"train": "train", "eval": "evaluate", "export": "merge"}[args.command]
     if args.command == "eval":
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"enabled": True})})
-        artifacts = _run_eval(cfg)
-    elif args.command == "export":
-        artifacts = _run_export(cfg)
-    else:
-        artifacts = run_local(cfg, until=until)
-    _print_artifacts(artifacts)
+    # `ft eval` / `ft export` never train: they take this config's finished training, if any
+    until, lookup = {
+        "train": ("train", ()),
+        "eval": ("evaluate", ("train",)),
+        "export": ("merge", ("train",)),
+    }[args.command]
+    _print_artifacts(run_local(cfg, until=until, lookup=lookup))
     return 0
-
-
-def _run_eval(cfg: Any) -> dict[str, Any]:
-    """Evaluate without training: the given adapter, else this config's finished training, else the base."""
-    from ftcore import stages
-
-    stages.preflight(cfg)
-    out = {"model": stages.fetch_model(cfg), "dataset": stages.fetch_dataset(cfg)}
-    out["tokenized"] = stages.preprocess(cfg, out["model"], out["dataset"])
-    trained = (
-        stages.external_adapter(cfg, out["model"])
-        if cfg.model.adapter_name_or_path
-        else stages.find_trained(cfg, out["model"], out["tokenized"])
-    )
-    if trained is not None:
-        out["trained"] = trained
-    out["eval"] = stages.evaluate(cfg, out["model"], out["tokenized"], trained)
-    return out
-
-
-def _run_export(cfg: Any) -> dict[str, Any]:
-    """Merge without training: the given adapter, else this config's finished training."""
-    from ftcore import stages
-
-    stages.preflight(cfg)
-    out = {"model": stages.fetch_model(cfg), "dataset": stages.fetch_dataset(cfg)}
-    if cfg.model.adapter_name_or_path:
-        trained = stages.external_adapter(cfg, out["model"])
-    else:
-        out["tokenized"] = stages.preprocess(cfg, out["model"], out["dataset"])
-        trained = stages.find_trained(cfg, out["model"], out["tokenized"])
-        if trained is None:
-            raise FtflowError(
-                "nothing to export: train first (`ft train CFG`) or set model.adapter_name_or_path"
-            )
-    out["trained"] = trained
-    out["merged"] = stages.merge(cfg, out["model"], trained)
-    return out
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The finetune flow: fetch -> preprocess -> train -> evaluate -> merge -> register.
+"""The finetune flow: the steps of ftcore's step table (fetch ... register), each a Prefect task.
 
 Call it from Python with a PipelineConfig, a dict or a YAML path (`finetune("cfg.yaml")`), from the
 CLI (`ft run cfg.yaml key=value ...`) or from a Prefect deployment; the Prefect UI shows the config
@@ -13,55 +13,49 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-import tasks
-from ftcore.artifacts import Artifact, is_present
+from ftcore.artifacts import Artifact
 from ftcore.config import PipelineConfig, load_config
-from ftcore.stages import external_adapter, preflight
+from ftcore.stages import Step, plan, preflight, run_steps
+from tasks import TASKS
 
 
-def _run(step: Any, summary: list[dict[str, Any]], *args: Any) -> Artifact:
-    """Submit one task; if its cached result points at files that are gone, run it afresh."""
-    start = time.monotonic()
-    state = step(*args, return_state=True)
-    artifact = state.result()
-    if state.name == "Cached" and not is_present(artifact):
-        get_run_logger().warning("%s: cached artifact %s is gone, running again", step.name, artifact.path)
-        state = step.with_options(refresh_cache=True)(*args, return_state=True)
+def _submit(summary: list[dict[str, Any]]) -> Any:
+    """Run a step as its Prefect task; a cached result whose files (or version) are gone runs afresh."""
+
+    def execute(step: Step, cfg: PipelineConfig, args: list[Artifact | None]) -> Artifact:
+        start = time.monotonic()
+        task = TASKS[step.name]
+        state = task(cfg, *args, return_state=True)
         artifact = state.result()
-    summary.append(
-        {
-            "stage": step.name,
-            "state": state.name,
-            "seconds": round(time.monotonic() - start, 1),
-            "path": artifact.path,
-        }
-    )
-    return artifact
+        if state.name == "Cached" and not step.present(cfg, artifact):
+            get_run_logger().warning(
+                "%s: cached artifact %s is gone, running again", step.name, artifact.path
+            )
+            state = task.with_options(refresh_cache=True)(cfg, *args, return_state=True)
+            artifact = state.result()
+        summary.append(
+            {
+                "stage": step.name,
+                "state": state.name,
+                "seconds": round(time.monotonic() - start, 1),
+                "path": artifact.path,
+            }
+        )
+        return artifact
+
+    return execute
 
 
 @flow(name="finetune", validate_parameters=False)
 def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Fine-tune, evaluate, merge and register one model; returns each stage's artifact manifest."""
+    """Fine-tune, evaluate, merge and register one model; returns each step's artifact manifest."""
     cfg = load_config(config, overrides)
     logger = get_run_logger()
     logger.info("job %s in %s", cfg.name, cfg.workdir_path)
     preflight(cfg)  # bad names, files, rows and model refs fail here, before any task runs
 
     summary: list[dict[str, Any]] = []
-    out: dict[str, Artifact] = {}
-    out["model"] = _run(tasks.fetch_model, summary, cfg)
-    out["dataset"] = _run(tasks.fetch_dataset, summary, cfg)
-    out["tokenized"] = _run(tasks.preprocess, summary, cfg, out["model"], out["dataset"])
-    if cfg.model.adapter_name_or_path:
-        out["trained"] = external_adapter(cfg, out["model"])
-    else:
-        out["trained"] = _run(tasks.train, summary, cfg, out["model"], out["tokenized"])
-    if cfg.eval.enabled:
-        out["eval"] = _run(tasks.evaluate, summary, cfg, out["model"], out["tokenized"], out["trained"])
-    out["merged"] = _run(tasks.merge, summary, cfg, out["model"], out["trained"])
-    if cfg.registry.enabled:
-        out["registered"] = _run(tasks.register, summary, cfg, out["merged"], out.get("eval"))
-
+    out = run_steps(cfg, plan(cfg), _submit(summary))
     for row in summary:
         logger.info("%-14s %-10s %7.1fs  %s", row["stage"], row["state"], row["seconds"], row["path"])
     _publish_summary(cfg, summary, out)

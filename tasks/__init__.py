@@ -1,5 +1,14 @@
-"""Prefect tasks, one per pipeline stage, each a thin shell around one ftcore.stages function."""
+"""Prefect tasks, one per pipeline step (`TASKS[name]`, or `from tasks import train`)."""
 
-from tasks.stages import evaluate, fetch_dataset, fetch_model, merge, preprocess, register, train
+from typing import Any
 
-__all__ = ["evaluate", "fetch_dataset", "fetch_model", "merge", "preprocess", "register", "train"]
+from tasks.stages import TASKS, step_task
+
+__all__ = ["TASKS", "step_task"]
+
+
+def __getattr__(name: str) -> Any:
+    """`tasks.train`, `from tasks import register`: the task of that step."""
+    if name in TASKS:
+        return TASKS[name]
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

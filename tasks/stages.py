@@ -1,87 +1,49 @@
-"""One Prefect task per pipeline stage. Each body calls one ftcore function and returns its manifest."""
+"""One Prefect task per pipeline step, made from ftcore's step table: each body calls the step's one
+ftcore function and returns its artifact manifest. A new step in the table is a new task here."""
 
 from __future__ import annotations
 
-from prefect import task
+import inspect
+from typing import Any
 
-from ftcore import stages
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+
 from ftcore.artifacts import Artifact
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.stages import keys
-from ftcore.stages.preprocess import resolve_template
-from ftcore.tracking import resolve_tracking_uri
+from ftcore.stages import Step, steps
 from tasks.common import cache_key, ftcore_logs, retry_unless_user_error
 
-# JSON, not pickle: cached results are plain manifests, and nothing unpickles files from disk.
-_CACHED = {"persist_result": True, "result_serializer": "json", "retry_condition_fn": retry_unless_user_error}
+
+def step_task(step: Step) -> Task:
+    """The Prefect task of `step`; its parameters are named like the step's inputs (shown in the UI)."""
+
+    def body(cfg: PipelineConfig, *inputs: Artifact | None) -> Artifact:
+        with ftcore_logs():
+            return step.run(cfg, *inputs)
+
+    params = [inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=PipelineConfig)]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Artifact | None)
+        for name in step.inputs
+    ]
+    body.__signature__ = inspect.Signature(params, return_annotation=Artifact)  # type: ignore[attr-defined]
+    body.__name__ = body.__qualname__ = step.name
+    body.__doc__ = (step.run.__doc__ or "").strip().splitlines()[0] if step.run.__doc__ else step.name
+    options: dict[str, Any] = {
+        "name": step.name,
+        "retries": step.retries,
+        "retry_delay_seconds": step.retry_delay_s,
+        "retry_condition_fn": retry_unless_user_error,
+    }
+    if step.key is None:  # an action (alias move, adapter lookup): runs every time, nothing cached
+        options.update(cache_policy=NO_CACHE, persist_result=False)
+    else:
+        # JSON, not pickle: cached results are plain manifests, and nothing unpickles files from disk.
+        options.update(
+            cache_key_fn=cache_key(step.name, step.key), persist_result=True, result_serializer="json"
+        )
+    return task(**options)(body)
 
 
-@task(
-    name="fetch_model",
-    retries=2,
-    retry_delay_seconds=5,
-    cache_key_fn=cache_key("fetch_model", keys.fetch_model_key),
-    **_CACHED,
-)
-def fetch_model(cfg: PipelineConfig) -> Artifact:
-    with ftcore_logs():
-        return stages.fetch_model(cfg)
-
-
-@task(
-    name="fetch_dataset",
-    retries=1,
-    cache_key_fn=cache_key("fetch_dataset", keys.fetch_dataset_key),
-    **_CACHED,
-)
-def fetch_dataset(cfg: PipelineConfig) -> Artifact:
-    with ftcore_logs():
-        return stages.fetch_dataset(cfg)
-
-
-@task(
-    name="preprocess",
-    cache_key_fn=cache_key(
-        "preprocess", lambda c, m, d: keys.preprocess_key(c, m, d, resolve_template(c, m))
-    ),
-    **_CACHED,
-)
-def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artifact:
-    with ftcore_logs():
-        return stages.preprocess(cfg, model, dataset)
-
-
-# A retry resumes from the last complete checkpoint (train.resume_from_checkpoint=auto).
-@task(name="train", retries=1, cache_key_fn=cache_key("train", keys.train_key), **_CACHED)
-def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:
-    with ftcore_logs():
-        return stages.train(cfg, model, data)
-
-
-@task(name="evaluate", cache_key_fn=cache_key("evaluate", keys.evaluate_key), **_CACHED)
-def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Artifact | None) -> Artifact:
-    with ftcore_logs():
-        return stages.evaluate(cfg, model, data, trained)
-
-
-@task(name="merge", cache_key_fn=cache_key("merge", keys.merge_key), **_CACHED)
-def merge(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> Artifact:
-    with ftcore_logs():
-        return stages.merge(cfg, model, trained)
-
-
-@task(
-    name="register",
-    retries=2,
-    retry_delay_seconds=5,
-    cache_key_fn=cache_key(
-        "register",
-        lambda c, m, e: keys.register_key(
-            c, m, e, resolve_tracking_uri(c.registry.tracking_uri, c.workdir_path)
-        ),
-    ),
-    **_CACHED,
-)
-def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None) -> Artifact:
-    with ftcore_logs():
-        return stages.register(cfg, merged, evaluation)
+TASKS: dict[str, Task] = {step.name: step_task(step) for step in steps()}

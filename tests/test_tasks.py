@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import tasks
@@ -35,7 +36,7 @@ def test_cache_keys_follow_config_sections_and_inputs(tmp_path: Path) -> None:
     elsewhere = small_config(tmp_path / "other-job")
 
     def key(task, config, *args):
-        names = list(task.fn.__code__.co_varnames[: task.fn.__code__.co_argcount])
+        names = list(inspect.signature(task.fn).parameters)
         return task.cache_key_fn(None, dict(zip(names, (config, *args), strict=True)))
 
     assert key(tasks.preprocess, cfg, model, dataset) == key(tasks.preprocess, faster, model, dataset)

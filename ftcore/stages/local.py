@@ -15,7 +15,6 @@ log = logging.getLogger("ftcore.stages")
 
 # temp dirs older than this in the job's workdir belong to killed stages, not to running ones
 STALE_TEMP_S = 6 * 3600
-ORDER = ("fetch", "preprocess", "train", "evaluate", "merge", "register")
 
 
 def preflight(cfg: PipelineConfig) -> None:
@@ -71,30 +70,3 @@ def find_trained(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifa
 
     key = train_key(cfg, model, data)
     return reuse(stage_dir(cfg, "train", key, cfg.train.output_dir), key, "train")
-
-
-def run_local(cfg: PipelineConfig, until: str = "register") -> dict[str, Artifact]:
-    """Run the stages in order up to `until`, in this process (no Prefect)."""
-    from ftcore import stages
-
-    if until not in ORDER:
-        raise ValueError(f"until must be one of {ORDER}")
-    stop = ORDER.index(until)
-    preflight(cfg)
-    out: dict[str, Artifact] = {}
-    out["model"] = stages.fetch_model(cfg)
-    out["dataset"] = stages.fetch_dataset(cfg)
-    if stop >= 1:
-        out["tokenized"] = stages.preprocess(cfg, out["model"], out["dataset"])
-    if stop >= 2:
-        if cfg.model.adapter_name_or_path:
-            out["trained"] = external_adapter(cfg, out["model"])
-        else:
-            out["trained"] = stages.train(cfg, out["model"], out["tokenized"])
-    if stop >= 3 and cfg.eval.enabled:
-        out["eval"] = stages.evaluate(cfg, out["model"], out["tokenized"], out["trained"])
-    if stop >= 4:
-        out["merged"] = stages.merge(cfg, out["model"], out["trained"])
-    if stop >= 5 and cfg.registry.enabled:
-        out["registered"] = stages.register(cfg, out["merged"], out.get("eval"))
-    return out
