@@ -320,3 +320,18 @@ def test_evaluate_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture
     messages = [record.getMessage() for record in caplog.records]
     for expected in ("loss batch 1/8", "loss batch 8/8", "generating 2/4", "generating 4/4"):
         assert any(m.startswith(f"[evaluate] base: {expected} (") for m in messages), (expected, messages)
+
+
+def test_damaged_base_scores_are_made_again(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "eval.max_new_tokens=5")
+    model, data = prepared_inputs(cfg)
+    first = stages.evaluate(cfg, model, data, None)
+    base_dir = Path(first.metadata["base_scores"])
+    (base_dir / "answers.json").write_text("[truncated")
+    again = stages.evaluate(
+        small_config(tmp_path / "other", "train.report_to=none", "eval.max_new_tokens=5"), model, data, None
+    )
+    assert again.metadata["metrics"] == first.metadata["metrics"]
+    assert json.loads((base_dir / "answers.json").read_text()) == [
+        json.loads(line)["base"] for line in (Path(first.path) / "samples.jsonl").read_text().splitlines()
+    ]

@@ -128,6 +128,15 @@ def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineC
     from ftcore.evaluate.progress import Progress
 
     size = cfg.eval.batch_size
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    log.info(
+        "[evaluate] %s: loss on %d examples, answers to %d prompts, batches of %d, %s",
+        who,
+        len(data.tokenized),
+        len(data.rows),
+        size,
+        dtype,
+    )
     metrics: dict[str, float] = {}
     if len(data.tokenized):
         progress = Progress(log, f"[evaluate] {who}: loss batch")
@@ -148,7 +157,11 @@ def _cached_base(directory: Path, key: str) -> dict | None:
     done = read_manifest(directory)
     if done is None or done.metadata.get("key") != key:
         return None
-    answers = json.loads((directory / "answers.json").read_text(encoding="utf-8"))
+    try:
+        answers = json.loads((directory / "answers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("[evaluate] base: cached scores in %s are incomplete; scoring again", directory)
+        return None
     log.info("[evaluate] base: reusing scores from %s", directory)
     return {"metrics": done.metadata["metrics"], "answers": answers, "path": str(directory)}
 
