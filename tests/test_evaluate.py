@@ -276,15 +276,15 @@ def test_evaluate_generates_in_batches_of_eval_batch_size(
     assert sizes == [3, 1]
 
 
-def test_base_model_is_scored_once_for_a_learning_rate_sweep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_base_model_is_scored_once_for_a_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = _generate_batch_sizes(monkeypatch)
     results, calls = [], []
-    for lr in ("1e-3", "2e-3"):
+    jobs = [("lora", "1e-3"), ("lora", "2e-3"), ("full", "1e-4")]
+    for method, lr in jobs:
         cfg = small_config(
-            tmp_path / f"lr-{lr}",
+            tmp_path / f"{method}-{lr}",
             "train.report_to=none",
+            f"train.finetuning_type={method}",
             f"train.learning_rate={lr}",
             "train.max_steps=2",
             "eval.max_new_tokens=7",  # eval settings no other test uses: the base is not cached yet
@@ -297,19 +297,19 @@ def test_base_model_is_scored_once_for_a_learning_rate_sweep(
         if len(results) == 1:
             base_dir = Path(results[0].metadata["base_scores"])
             first_mtime = (base_dir / "ftflow-manifest.json").stat().st_mtime_ns
-    assert calls == [2, 1], "base and tuned generate in the first job, only the tuned model in the second"
-    assert results[1].metadata["base_scores"] == str(base_dir)
+    assert calls == [2, 1, 1], "base and tuned generate in the first job, only the tuned model later"
+    assert {r.metadata["base_scores"] for r in results} == {str(base_dir)}
     assert base_dir.parent.name == "eval-base"
     assert (base_dir / "ftflow-manifest.json").stat().st_mtime_ns == first_mtime
-    first, second = (r.metadata["metrics"] for r in results)
-    assert {k: v for k, v in first.items() if k.startswith("base/")} == {
-        k: v for k, v in second.items() if k.startswith("base/")
-    }
-    assert first["tuned/eval_loss"] != second["tuned/eval_loss"]
+    metrics = [r.metadata["metrics"] for r in results]
+    bases = [{k: v for k, v in m.items() if k.startswith("base/")} for m in metrics]
+    assert bases[0] == bases[1] == bases[2] and len(bases[0]) == 4
+    assert len({m["tuned/eval_loss"] for m in metrics}) == 3
     samples = [(Path(r.path) / "samples.jsonl").read_text().splitlines() for r in results]
-    for line_a, line_b in zip(*samples, strict=True):
-        assert json.loads(line_a)["base"] == json.loads(line_b)["base"]
-        assert "tuned" in json.loads(line_b)
+    for lines in zip(*samples, strict=True):
+        rows = [json.loads(line) for line in lines]
+        assert rows[0]["base"] == rows[1]["base"] == rows[2]["base"]
+        assert all("tuned" in row for row in rows)
 
 
 def test_evaluate_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
