@@ -131,7 +131,9 @@ class EvalConfig(Section):
     compare_base: bool = Field(
         True, description="Also evaluate the base model, to show what the fine-tune changed."
     )
-    batch_size: int = Field(8, gt=0, description="Examples per forward pass for loss / perplexity.")
+    batch_size: int = Field(
+        8, gt=0, description="Examples per forward pass, for loss / perplexity and for generation."
+    )
     max_samples: int | None = Field(64, gt=0, description="Evaluate on at most this many held-out rows.")
     generation_samples: int = Field(
         16, ge=0, description="Held-out prompts to generate answers for (scored by exact match and ROUGE-L)."

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, template: Any, rows: list[dict], max_new_tokens: int, batch_size: int = 8
+    model: Any,
+    tokenizer: Any,
+    template: Any,
+    rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """The model's answer to each row's last user turn (history and system prompt included)."""
+    """The model's answer to each row's last user turn (history and system prompt included).
+
+    `batch_size` prompts are generated at once; `progress(done, total)` is called after each batch.
+    """
     import torch
 
     device = next(model.parameters()).device
@@ -39,4 +49,6 @@ def generate_answers(
                     break
                 kept.append(token)
             answers.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+        if progress is not None:
+            progress(len(answers), len(rows))
     return answers

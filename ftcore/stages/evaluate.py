@@ -1,18 +1,35 @@
-"""evaluate: held-out loss, perplexity and generation metrics of the base and the fine-tuned model."""
+"""evaluate: held-out loss, perplexity and generation metrics of the base and the fine-tuned model.
+
+Both run in the training precision. The base model's scores depend only on the base model, the eval
+split and the eval settings, so they live in their own cache, FTFLOW_HOME/eval-base/<key>, and a sweep
+over learning rates scores the base once; each job's eval artifact still holds base and tuned.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
+from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, read_manifest, write_manifest
+from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.stages.common import JobRun, reuse, stage_dir
-from ftcore.stages.keys import evaluate_key
+from ftcore.stages.keys import eval_dtype, evaluate_base_key, evaluate_key
 
 log = logging.getLogger("ftcore.stages")
+
+
+@dataclass
+class _EvalData:
+    """The eval split as the scorers take it: tokenized rows for the loss, conversations to answer."""
+
+    tokenized: Any
+    rows: list[dict]
+    template: Any
+    pad_token_id: int
 
 
 def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Artifact | None) -> Artifact:
@@ -23,45 +40,35 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
     if done is not None:
         return done
 
-    import datasets
-
-    from ftcore.data.template import get_template
     from ftcore.modeling import load_model, load_tokenizer
 
-    eval_set = datasets.load_from_disk(str(Path(data.path) / "eval"))
-    if cfg.eval.max_samples:
-        eval_set = eval_set.select(range(min(cfg.eval.max_samples, len(eval_set))))
-    rows = [
-        json.loads(line) for line in (Path(data.path) / "eval_rows.jsonl").read_text().splitlines() if line
-    ]
-    rows = rows[: cfg.eval.generation_samples]
-    template = get_template(data.metadata["template"])
     trust = cfg.model.trust_remote_code
-
+    dtype = eval_dtype(cfg)
+    base_tokenizer = load_tokenizer(model.path, trust)
+    eval_data = _load_eval_data(cfg, data, base_tokenizer.pad_token_id)
     results: dict[str, dict[str, Any]] = {}
-    if trained is None or trained.kind == "adapter":
-        base = load_model(model.path, trust, dtype="float32")
-        tokenizer = load_tokenizer(model.path, trust)
-        if trained is None:
-            results["base"] = _score(base, tokenizer, template, eval_set, rows, cfg)
-        else:
+    base_model = None
+    if trained is None or cfg.eval.compare_base:
+        base_key = evaluate_base_key(cfg, model, data)
+        base_dir = ftflow_home() / "eval-base" / base_key[:16]
+        cached = _cached_base(base_dir, base_key)
+        if cached is None:
+            base_model = load_model(model.path, trust, dtype=dtype)
+            base_scores = _score("base", base_model, base_tokenizer, eval_data, cfg)
+            cached = _save_base(base_dir, base_key, base_scores, dtype)
+        results["base"] = cached
+    if trained is not None:
+        if trained.kind == "adapter":
             from peft import PeftModel
 
-            tuned = PeftModel.from_pretrained(base, trained.path)
+            base_model = base_model if base_model is not None else load_model(model.path, trust, dtype=dtype)
+            tuned, tokenizer = PeftModel.from_pretrained(base_model, trained.path), base_tokenizer
             tuned.eval()
-            if cfg.eval.compare_base:
-                with tuned.disable_adapter():
-                    results["base"] = _score(tuned, tokenizer, template, eval_set, rows, cfg)
-            results["tuned"] = _score(tuned, tokenizer, template, eval_set, rows, cfg)
-    else:
-        tokenizer = load_tokenizer(trained.path, trust)
-        if cfg.eval.compare_base:
-            results["base"] = _score(
-                load_model(model.path, trust, dtype="float32"), tokenizer, template, eval_set, rows, cfg
-            )
-        results["tuned"] = _score(
-            load_model(trained.path, trust, dtype="float32"), tokenizer, template, eval_set, rows, cfg
-        )
+        else:
+            base_model = None  # free the base before loading a second full model
+            tuned = load_model(trained.path, trust, dtype=dtype)
+            tokenizer = load_tokenizer(trained.path, trust)
+        results["tuned"] = _score("tuned", tuned, tokenizer, eval_data, cfg)
 
     metrics = {
         f"{who}/{name}": value for who, res in results.items() for name, value in res["metrics"].items()
@@ -71,7 +78,7 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         with (tmp / "samples.jsonl").open("w", encoding="utf-8") as handle:
-            for i, row in enumerate(rows):
+            for i, row in enumerate(eval_data.rows):
                 sample = {
                     "prompt": row["messages"][-2]["content"],
                     "reference": row["messages"][-1]["content"],
@@ -87,21 +94,88 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
             kind="eval",
             path=str(out),
             fingerprint=fingerprint_path(tmp),
-            metadata={"key": key, "metrics": metrics, "samples": len(rows), "mlflow_run_id": run_id},
+            metadata={
+                "key": key,
+                "metrics": metrics,
+                "samples": len(eval_data.rows),
+                "dtype": dtype,
+                "base_scores": results["base"].get("path") if "base" in results else None,
+                "mlflow_run_id": run_id,
+            },
         )
         write_manifest(tmp, artifact)
     return artifact
 
 
-def _score(
-    model: Any, tokenizer: Any, template: Any, eval_set: Any, rows: list[dict], cfg: PipelineConfig
-) -> dict:
+def _load_eval_data(cfg: PipelineConfig, data: Artifact, pad_token_id: int) -> _EvalData:
+    import datasets
+
+    from ftcore.data.template import get_template
+
+    tokenized = datasets.load_from_disk(str(Path(data.path) / "eval"))
+    if cfg.eval.max_samples:
+        tokenized = tokenized.select(range(min(cfg.eval.max_samples, len(tokenized))))
+    lines = (Path(data.path) / "eval_rows.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line][: cfg.eval.generation_samples]
+    return _EvalData(tokenized, rows, get_template(data.metadata["template"]), pad_token_id)
+
+
+def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineConfig) -> dict:
+    """Loss / perplexity on the tokenized split and answers to the first generation_samples rows."""
     from ftcore.evaluate.generate import generate_answers
     from ftcore.evaluate.loss import eval_loss
     from ftcore.evaluate.metrics import score
+    from ftcore.evaluate.progress import Progress
 
-    metrics = eval_loss(model, eval_set, tokenizer.pad_token_id, cfg.eval.batch_size) if len(eval_set) else {}
-    metrics.pop("eval_tokens", None)
-    answers = generate_answers(model, tokenizer, template, rows, cfg.eval.max_new_tokens) if rows else []
-    metrics.update(score(answers, [row["messages"][-1]["content"] for row in rows]))
+    size = cfg.eval.batch_size
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    log.info(
+        "[evaluate] %s: loss on %d examples, answers to %d prompts, batches of %d, %s",
+        who,
+        len(data.tokenized),
+        len(data.rows),
+        size,
+        dtype,
+    )
+    metrics: dict[str, float] = {}
+    if len(data.tokenized):
+        progress = Progress(log, f"[evaluate] {who}: loss batch")
+        metrics = eval_loss(model, data.tokenized, data.pad_token_id, size, progress=progress)
+        metrics.pop("eval_tokens", None)
+    answers: list[str] = []
+    if data.rows:
+        progress = Progress(log, f"[evaluate] {who}: generating")
+        answers = generate_answers(
+            model, tokenizer, data.template, data.rows, cfg.eval.max_new_tokens, size, progress=progress
+        )
+    metrics.update(score(answers, [row["messages"][-1]["content"] for row in data.rows]))
     return {"metrics": metrics, "answers": answers}
+
+
+def _cached_base(directory: Path, key: str) -> dict | None:
+    """The base model's scores from an earlier job with the same base key, if finished."""
+    done = read_manifest(directory)
+    if done is None or done.metadata.get("key") != key:
+        return None
+    try:
+        answers = json.loads((directory / "answers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("[evaluate] base: cached scores in %s are incomplete; scoring again", directory)
+        return None
+    log.info("[evaluate] base: reusing scores from %s", directory)
+    return {"metrics": done.metadata["metrics"], "answers": answers, "path": str(directory)}
+
+
+def _save_base(directory: Path, key: str, result: dict, dtype: str) -> dict:
+    """Store the base model's scores for every later job that evaluates against the same base."""
+    with atomic_dir(directory) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(result["metrics"], indent=2, sort_keys=True))
+        (tmp / "answers.json").write_text(json.dumps(result["answers"], ensure_ascii=False, indent=1))
+        artifact = Artifact(
+            kind="eval-base",
+            path=str(directory),
+            fingerprint=fingerprint_path(tmp),
+            metadata={"key": key, "metrics": result["metrics"], "dtype": dtype},
+        )
+        write_manifest(tmp, artifact)
+    return {**result, "path": str(directory)}

@@ -53,9 +53,40 @@ def train_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
     )
 
 
+# Bump with every change of ftcore/evaluate/* or stages/evaluate.py that can change evaluation results.
+EVALUATE_VERSION = 2
+
+
+def eval_dtype(cfg: PipelineConfig) -> str:
+    """Evaluation runs in the training precision: bf16 when train.bf16 resolves on, else fp32."""
+    from ftcore.train.sft import resolve_bf16
+
+    return "bfloat16" if resolve_bf16(cfg.train) else "float32"
+
+
+def _eval_inputs(cfg: PipelineConfig, data: Artifact) -> dict:
+    """What every score of a model on the eval split depends on, besides the model."""
+    return {
+        "eval": section(cfg.eval, {"enabled", "compare_base"}),
+        "dtype": eval_dtype(cfg),
+        "template": data.metadata.get("template"),
+        "version": EVALUATE_VERSION,
+    }
+
+
 def evaluate_key(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Artifact | None) -> str:
-    inputs = [model.fingerprint, data.fingerprint, trained.fingerprint if trained else "base-only"]
-    return stage_key("evaluate", section(cfg.eval, {"enabled"}), inputs)
+    """Keyed on the eval split only (data.metadata eval_fingerprint when the tokenized artifact has it):
+    what the training data did is in the trained fingerprint already."""
+    eval_data = data.metadata.get("eval_fingerprint", data.fingerprint)
+    inputs = [model.fingerprint, eval_data, trained.fingerprint if trained else "base-only"]
+    return stage_key("evaluate", {**_eval_inputs(cfg, data), "compare_base": cfg.eval.compare_base}, inputs)
+
+
+def evaluate_base_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
+    """The base model's scores: shared by every job on the same base model, eval split and eval
+    settings, whatever they train (learning rate, method, training data)."""
+    eval_data = data.metadata.get("eval_fingerprint", data.fingerprint)
+    return stage_key("evaluate_base", _eval_inputs(cfg, data), [model.fingerprint, eval_data])
 
 
 def merge_key(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> str:
