@@ -128,6 +128,14 @@ def test_our_jinja_renders_our_ids(tokenizers, name):
             assert template.encode_prompt(tokenizer, prompt, system) == rendered
 
 
+def test_empty_system_means_the_default(tokenizers):
+    tokenizer, template = tokenizers["tiny-qwen2"], get_template("qwen")
+    default = _ours(tokenizer, template, SINGLE)
+    assert _ours(tokenizer, template, SINGLE, "") == default
+    assert "You are Qwen" in tokenizer.decode(default)
+    assert _render(tokenizer, template.chat_template(), SINGLE, "") == default
+
+
 def test_jinja_thinking_switch_at_serving(tokenizers):
     tokenizer, jinja = tokenizers["tiny-qwen3"], get_template("qwen3").chat_template()
     prompt = SINGLE[:1]

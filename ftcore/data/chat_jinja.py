@@ -35,10 +35,9 @@ def render_jinja(template: Template) -> str:
     think = t.thinking
     lines = [
         f"{{#- ftflow chat template '{t.name}': renders the ids ftflow trained with -#}}",
+        f"{{%- set system = {_lit(t.default_system)} -%}}{{%- set turns = messages -%}}",
         "{%- if messages and messages[0]['role'] == 'system' -%}",
-        "  {%- set system = messages[0]['content'] -%}{%- set turns = messages[1:] -%}",
-        "{%- else -%}",
-        f"  {{%- set system = {_lit(t.default_system)} -%}}{{%- set turns = messages -%}}",
+        "  {%- set system = messages[0]['content'] or system -%}{%- set turns = messages[1:] -%}",
         "{%- endif -%}",
     ]
     if t.bos:

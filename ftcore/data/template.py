@@ -79,8 +79,9 @@ class Template:
         return pattern.replace("{content}", content.strip() if self.trim_content else content)
 
     def _prefix(self, system: str | None) -> str:
-        """bos plus the system turn; `system=None` means the template's default."""
-        system = self.default_system if system is None else system
+        """bos plus the system turn; no (or an empty) system prompt means the template's default,
+        as in LLaMA-Factory (datasets often write "system": "" for none)."""
+        system = system or self.default_system
         turn = self._fill(self.format_system, system or "") if system or self.always_system else ""
         return (self.bos or "") + turn
 
