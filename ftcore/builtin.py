@@ -20,7 +20,7 @@ from ftcore.errors import ModelNotAvailableError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_VERSION = 2
+BUILTIN_VERSION = 3
 BUILTIN_MARKER = "ftflow_builtin.json"
 
 # The pre-tokenizer regexes of the real families: segment-wise encoding of templates only equals
@@ -34,7 +34,7 @@ LLAMA3_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Official chat templates (Qwen2-Instruct, Meta-Llama-3-Instruct), verbatim.
+# Official chat templates (Qwen2-Instruct, Meta-Llama-3-Instruct), verbatim (templates qwen2, llama3).
 QWEN2_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
@@ -57,13 +57,14 @@ class BuiltinSpec:
     model_type: str
     template: str
     split_regex: str
-    chat_template: str
+    chat_template: str | None  # None: ftflow's own Jinja of `template` (ftcore.data.chat_jinja)
     special_tokens: list[str]
     bos: str | None
     eos: str
     pad: str
     stop_tokens: list[str]
     config: dict[str, Any] = field(default_factory=dict)
+    added_tokens: list[str] = field(default_factory=list)  # ordinary added tokens (Qwen3's <think>)
 
 
 _COMMON = {
@@ -81,7 +82,7 @@ _COMMON = {
 BUILTINS: dict[str, BuiltinSpec] = {
     "tiny-qwen2": BuiltinSpec(
         model_type="qwen2",
-        template="qwen",
+        template="qwen2",
         split_regex=QWEN2_SPLIT,
         chat_template=QWEN2_CHAT_TEMPLATE,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
@@ -90,6 +91,19 @@ BUILTINS: dict[str, BuiltinSpec] = {
         pad="<|endoftext|>",
         stop_tokens=["<|im_end|>", "<|endoftext|>"],
         config={**_COMMON, "tie_word_embeddings": True, "rope_theta": 1000000.0},
+    ),
+    "tiny-qwen3": BuiltinSpec(
+        model_type="qwen3",
+        template="qwen3",
+        split_regex=QWEN2_SPLIT,
+        chat_template=None,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        added_tokens=["<think>", "</think>"],
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        stop_tokens=["<|im_end|>", "<|endoftext|>"],
+        config={**_COMMON, "head_dim": 32, "tie_word_embeddings": True, "rope_theta": 1000000.0},
     ),
     "tiny-llama": BuiltinSpec(
         model_type="llama",
@@ -102,6 +116,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "<|start_header_id|>",
             "<|end_header_id|>",
             "<|eot_id|>",
+            "<|eom_id|>",
             "<|finetune_right_pad_id|>",
         ],
         bos="<|begin_of_text|>",
@@ -172,20 +187,26 @@ def _train_tokenizer(spec: BuiltinSpec):  # -> PreTrainedTokenizerFast
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE - len(spec.special_tokens),
+        vocab_size=VOCAB_SIZE - len(spec.special_tokens) - len(spec.added_tokens),
         special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(), trainer=trainer)
     tokenizer.add_special_tokens(spec.special_tokens)
+    tokenizer.add_tokens(spec.added_tokens)
     kwargs = {"eos_token": spec.eos, "pad_token": spec.pad}
     if spec.bos:
         kwargs["bos_token"] = spec.bos
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **kwargs
     )
-    wrapped.chat_template = spec.chat_template
+    if spec.chat_template is None:
+        from ftcore.data.template import get_template
+
+        wrapped.chat_template = get_template(spec.template).chat_template()
+    else:
+        wrapped.chat_template = spec.chat_template
     wrapped.model_max_length = spec.config["max_position_embeddings"]
     return wrapped
 

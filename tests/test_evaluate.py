@@ -62,19 +62,79 @@ def test_eval_loss_is_token_weighted_masked_cross_entropy(tiny_qwen2: Path) -> N
     assert result["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
 
 
-def test_generation_stops_at_end_of_turn(tiny_qwen2: Path) -> None:
-    model = load_model(tiny_qwen2, dtype="float32", device="cpu")
+def _runs_past_end_of_turn(tiny_qwen2: Path, tokenizer, out: Path) -> tuple[int, int, int]:
+    """A tiny model that, after the generation prompt, says `A`, then <|im_end|>, then `X` forever:
+    the attention and MLP outputs are zeroed, so each next token depends on the current one only,
+    and the output head maps "\n" -> A -> <|im_end|> -> X -> X. Saved with a base model's
+    generation_config whose only eos is <|endoftext|>. Returns (A, <|im_end|>, X)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(tiny_qwen2)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        hidden = model.model.norm(model.model.embed_tokens.weight)  # what the head sees per token
+        (newline,) = tokenizer.encode("\n", add_special_tokens=False)
+        (answer,) = tokenizer.encode("Hello", add_special_tokens=False)
+        (more,) = tokenizer.encode(" world", add_special_tokens=False)
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        head = torch.zeros_like(model.lm_head.weight)
+        head[answer], head[end], head[more] = hidden[newline], hidden[answer], hidden[end] + hidden[more]
+        model.lm_head.weight.copy_(head)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|endoftext|>")], pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return answer, end, more
+
+
+def test_generation_stops_at_end_of_turn(tiny_qwen2: Path, tmp_path: Path) -> None:
+    from ftcore.data.template import apply_template
+
     tokenizer = load_tokenizer(tiny_qwen2)
+    template = get_template("qwen2")
+    answer, end, more = _runs_past_end_of_turn(tiny_qwen2, tokenizer, tmp_path)
+    prompt = template.encode_prompt(tokenizer, [{"role": "user", "content": "Say hello"}])
+    inputs = {
+        "input_ids": torch.tensor([prompt]),
+        "attention_mask": torch.ones(1, len(prompt), dtype=torch.long),
+    }
+
+    # Left alone (a base model's generation_config), the model runs past its end of turn ...
+    raw = load_model(tmp_path, dtype="float32", device="cpu")
+    assert raw.generate(**inputs, max_new_tokens=5)[0, len(prompt) :].tolist() == [
+        answer,
+        end,
+        more,
+        more,
+        more,
+    ]
+
+    # ... the generation_config ftflow writes with the template stops it right there, raw ids checked,
+    apply_template(template, tmp_path, tokenizer)
+    model = load_model(tmp_path, dtype="float32", device="cpu")
+    assert model.generate(**inputs, max_new_tokens=5)[0, len(prompt) :].tolist() == [answer, end]
+
+    # ... and evaluation's batched, left-padded generation keeps only the turn's answer.
     rows = [
         {
-            "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "x"}],
-            "system": None,
+            "messages": [{"role": "user", "content": content}, {"role": "assistant", "content": "x"}],
+            "system": system,
         }
-    ] * 3
-    answers = generate_answers(model, tokenizer, get_template("qwen"), rows, max_new_tokens=5, batch_size=2)
-    assert len(answers) == 3
-    assert len(set(answers)) == 1, "greedy decoding of the same prompt is deterministic, padding or not"
-    assert "<|im_end|>" not in answers[0]
+        for content, system in (
+            ("Say hello", None),
+            ("Please say hello to everyone", "Be brief."),
+            ("Hi", None),
+        )
+    ]
+    answers = generate_answers(raw, tokenizer, template, rows, max_new_tokens=5, batch_size=2)
+    assert answers == [tokenizer.decode([answer]).strip()] * 3
 
 
 def test_evaluate_stage_writes_metrics_and_samples(tmp_path: Path) -> None:

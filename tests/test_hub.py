@@ -41,7 +41,7 @@ def test_builtin_resolves_and_is_not_rebuilt(tiny_qwen2: Path) -> None:
     assert marker.stat().st_mtime_ns == stamps[BUILTIN_MARKER]
     assert {p.name: p.stat().st_mtime_ns for p in second.path.iterdir()} == stamps
     assert not [p for p in first.path.parent.iterdir() if p.name.startswith(".tmp-")]
-    assert builtin_template(first.path) == "qwen"
+    assert builtin_template(first.path) == "qwen2"  # Qwen2-Instruct's template, as its chat_template.jinja
 
 
 def test_builtin_llama(tiny_llama: Path) -> None:

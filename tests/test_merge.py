@@ -10,12 +10,15 @@ import torch
 
 from ftcore import stages
 from ftcore.artifacts import is_present
-from ftcore.modeling import load_model, load_with_adapter
+from ftcore.data.template import Template, get_template, infer_template
+from ftcore.modeling import load_model, load_tokenizer, load_with_adapter
 from tests.helpers import prepared_inputs, small_config
 
 
 def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
-    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=6")
+    # Trained with `qwen` (Qwen2.5's system prompt) on tiny-qwen2, whose own Jinja is Qwen2-Instruct's:
+    # the merged model must serve with the template it was trained with, not the base tokenizer's.
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=6", "data.template=qwen")
     model, data = prepared_inputs(cfg)
     trained = stages.train(cfg, model, data)
     merged = stages.merge(cfg, model, trained)
@@ -45,6 +48,7 @@ def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
         "the adapter must change the logits, or parity is vacuous"
     )
     assert merged.metadata["base_model_ref"] == "builtin:tiny-qwen2"
+    _serves_with_trained_template(out, get_template("qwen"))
 
     assert stages.merge(cfg, model, trained) == merged  # second call reuses the finished merge
     assert is_present(merged) and is_present(trained) and is_present(model)
@@ -64,3 +68,25 @@ def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
     assert is_present(merged) and is_present(trained)
     (Path(trained.path).parent / "ftflow-manifest.json").unlink()
     assert not is_present(merged), "without its manifest the training is unfinished"
+
+
+def _serves_with_trained_template(out: Path, template: Template) -> None:
+    """The merged model's own chat_template renders the ids training encoded, and its
+    generation_config stops at the template's end of turn."""
+    tokenizer = load_tokenizer(out)
+    conversation = [
+        {"role": "user", "content": "Reverse the word.\nstone"},
+        {"role": "assistant", "content": "enots"},
+        {"role": "user", "content": "And  this one?\nlamp "},
+        {"role": "assistant", "content": "pmal"},
+    ]
+    trained = [i for p, r in template.encode_multiturn(tokenizer, conversation) for i in p + r]
+    rendered = tokenizer.apply_chat_template(conversation, tokenize=True)["input_ids"]
+    assert list(rendered) == trained
+    prompt = tokenizer.apply_chat_template(conversation[:-1], tokenize=True, add_generation_prompt=True)
+    assert list(prompt["input_ids"]) == template.encode_prompt(tokenizer, conversation[:-1])
+    assert "You are Qwen, created by Alibaba Cloud." in tokenizer.decode(trained)
+    eos = json.loads((out / "generation_config.json").read_text())["eos_token_id"]
+    eos = [eos] if isinstance(eos, int) else eos
+    assert set(template.stop_token_ids(tokenizer)) <= set(eos)
+    assert infer_template(out) == template.name  # a later fetch of the merged model finds it too

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from ftcore.builtin import BUILTIN_VERSION
 from ftcore.stages import run_local
 from tests.helpers import small_config
 
@@ -46,7 +47,7 @@ def test_mlflow_holds_run_version_lineage_and_alias(finished) -> None:
 
     tags = version.tags
     assert tags["ftflow.base_model"] == "builtin:tiny-qwen2"
-    assert tags["ftflow.base_model_revision"] == "builtin-v2"
+    assert tags["ftflow.base_model_revision"] == f"builtin-v{BUILTIN_VERSION}"
     assert tags["ftflow.dataset_fingerprint"] == out["dataset"].fingerprint
     for key in ("ftflow.config_hash", "ftflow.version", "metric.tuned/eval_loss"):
         assert tags.get(key), key

@@ -1,4 +1,5 @@
-"""Our segment-wise template encoding equals the tokenizer's own apply_chat_template, per family."""
+"""Templates encode what the real models' OFFICIAL chat templates render (tests/data/chat_templates),
+and the Jinja ftflow writes into trained models renders the same ids again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from ftcore.data import get_template, infer_template, list_templates
 from ftcore.errors import ConfigError, DataError
+
+OFFICIAL = Path(__file__).parent / "data" / "chat_templates"
 
 SINGLE = [
     {"role": "user", "content": "Reverse the letters of the word.\nstone"},
@@ -22,20 +25,46 @@ MULTI = [
     {"role": "user", "content": "Who are you? {not a format field}"},
     {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
 ]
+# Reasoning in every assistant turn: the official Qwen3 template keeps only the last turn's.
+REASONING = [
+    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
+    {"role": "assistant", "content": "<think>\n12 plus 7 is 19.\n</think>\n\n19"},
+    {"role": "user", "content": "And 3 + 4?"},
+    {"role": "assistant", "content": "<think>\nthree and four\n</think>\n\n7"},
+]
 SYSTEM = "You answer in one line.  "
 
+# (our template, built-in model whose tokenizer renders it, official Jinja file)
+FAMILIES = {
+    "qwen": ("tiny-qwen2", "qwen2.5-instruct.jinja"),
+    "qwen2": ("tiny-qwen2", "qwen2-instruct.jinja"),
+    "qwen3": ("tiny-qwen3", "qwen3.jinja"),
+    "llama3": ("tiny-llama", "llama3-instruct.jinja"),
+    "llama3.1": ("tiny-llama", "llama3.1-instruct.jinja"),
+}
+CONVERSATIONS = {"single": SINGLE, "multi": MULTI}
 
-@pytest.fixture(scope="module", params=["qwen", "llama3"])
-def family(request, tiny_qwen2, tiny_llama):
+
+@pytest.fixture(scope="module")
+def tokenizers():
     from transformers import AutoTokenizer
 
-    model_dir = tiny_qwen2 if request.param == "qwen" else tiny_llama
-    return AutoTokenizer.from_pretrained(model_dir), get_template(request.param)
+    from ftcore.builtin import ensure_builtin
+
+    return {
+        name: AutoTokenizer.from_pretrained(ensure_builtin(name))
+        for name in ("tiny-qwen2", "tiny-qwen3", "tiny-llama")
+    }
 
 
-def _reference(tokenizer, messages, system=None, **kwargs) -> list[int]:
-    full = ([{"role": "system", "content": system}] if system else []) + messages
-    return list(tokenizer.apply_chat_template(full, tokenize=True, **kwargs)["input_ids"])
+def _render(tokenizer, jinja: str, messages, system=None, **kwargs) -> list[int]:
+    full = ([{"role": "system", "content": system}] if system is not None else []) + messages
+    out = tokenizer.apply_chat_template(full, tokenize=True, chat_template=jinja, **kwargs)
+    return list(out["input_ids"])
+
+
+def _official(name: str) -> str:
+    return (OFFICIAL / FAMILIES[name][1]).read_text()
 
 
 def _ours(tokenizer, template, messages, system=None) -> list[int]:
@@ -46,32 +75,123 @@ def _ours(tokenizer, template, messages, system=None) -> list[int]:
     ]
 
 
-@pytest.mark.parametrize("messages", [SINGLE, MULTI], ids=["single", "multi"])
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
 @pytest.mark.parametrize("system", [None, SYSTEM], ids=["default-system", "system"])
-def test_encode_matches_apply_chat_template(family, messages, system):
-    tokenizer, template = family
-    assert _ours(tokenizer, template, messages, system) == _reference(tokenizer, messages, system)
-
-
-@pytest.mark.parametrize("messages", [SINGLE, MULTI], ids=["single", "multi"])
-@pytest.mark.parametrize("system", [None, SYSTEM], ids=["default-system", "system"])
-def test_generation_prompt_matches(family, messages, system):
-    tokenizer, template = family
+def test_encoding_matches_official_template(tokenizers, name, conversation, system):
+    tokenizer, template = tokenizers[FAMILIES[name][0]], get_template(name)
+    messages = CONVERSATIONS[conversation]
+    official = _official(name)
+    assert _ours(tokenizer, template, messages, system) == _render(tokenizer, official, messages, system)
     prompt = messages[:-1]
-    expected = _reference(tokenizer, prompt, system, add_generation_prompt=True)
+    expected = _render(tokenizer, official, prompt, system, add_generation_prompt=True)
     assert template.encode_prompt(tokenizer, prompt, system) == expected
 
 
-def test_response_segment_ends_with_stop_token(family):
-    tokenizer, template = family
-    stops = template.stop_token_ids(tokenizer)
-    for _, response in template.encode_multiturn(tokenizer, MULTI):
-        assert any(tok in stops for tok in response)
-    assert tokenizer.eos_token_id in stops
+def test_qwen3_thinking_on_and_off(tokenizers):
+    tokenizer, official = tokenizers["tiny-qwen3"], _official("qwen3")
+    think, nothink = get_template("qwen3"), get_template("qwen3_nothink")
+    # history turns lose their reasoning, the last turn keeps it (or gets an empty block)
+    assert _ours(tokenizer, think, REASONING) == _render(tokenizer, official, REASONING)
+    text = tokenizer.decode(_ours(tokenizer, think, REASONING))
+    assert "12 plus 7" not in text and "three and four" in text
+    assert text.count("<think>") == 1
+    for messages in (SINGLE, MULTI):
+        assert _ours(tokenizer, think, messages) == _render(tokenizer, official, messages)
+        assert _ours(tokenizer, nothink, messages) == _render(tokenizer, official, messages)
+        prompt = messages[:-1]
+        for template, enabled in ((think, True), (nothink, False)):
+            expected = _render(
+                tokenizer, official, prompt, add_generation_prompt=True, enable_thinking=enabled
+            )
+            assert template.encode_prompt(tokenizer, prompt) == expected
+        assert think.encode_prompt(tokenizer, prompt) != nothink.encode_prompt(tokenizer, prompt)
+    # thinking on: the empty block is part of the trained response; off: of the untrained prompt
+    ((on_prompt, on_response),) = think.encode_multiturn(tokenizer, SINGLE)
+    ((off_prompt, off_response),) = nothink.encode_multiturn(tokenizer, SINGLE)
+    assert on_prompt + on_response == off_prompt + off_response
+    assert len(off_prompt) > len(on_prompt)
+    assert tokenizer.convert_tokens_to_ids("<think>") in on_response
 
 
-def test_role_order_checked(family):
-    tokenizer, template = family
+@pytest.mark.parametrize("name", [*FAMILIES, "qwen3_nothink", "chatml"])
+def test_our_jinja_renders_our_ids(tokenizers, name):
+    """The chat_template written into trained models renders exactly what training encoded."""
+    template = get_template(name)
+    tokenizer = tokenizers[FAMILIES.get(name, ("tiny-qwen3" if "qwen3" in name else "tiny-qwen2",))[0]]
+    jinja = template.chat_template()
+    for messages in (SINGLE, MULTI, REASONING):
+        for system in (None, SYSTEM):
+            assert _ours(tokenizer, template, messages, system) == _render(tokenizer, jinja, messages, system)
+            prompt = messages[:-1]
+            rendered = _render(tokenizer, jinja, prompt, system, add_generation_prompt=True)
+            assert template.encode_prompt(tokenizer, prompt, system) == rendered
+
+
+def test_empty_system_means_the_default(tokenizers):
+    tokenizer, template = tokenizers["tiny-qwen2"], get_template("qwen")
+    default = _ours(tokenizer, template, SINGLE)
+    assert _ours(tokenizer, template, SINGLE, "") == default
+    assert "You are Qwen" in tokenizer.decode(default)
+    assert _render(tokenizer, template.chat_template(), SINGLE, "") == default
+
+
+def test_jinja_thinking_switch_at_serving(tokenizers):
+    tokenizer, jinja = tokenizers["tiny-qwen3"], get_template("qwen3").chat_template()
+    prompt = SINGLE[:1]
+    off = _render(tokenizer, jinja, prompt, add_generation_prompt=True, enable_thinking=False)
+    assert off == get_template("qwen3_nothink").encode_prompt(tokenizer, prompt)
+
+
+def test_default_system_prompts_match_the_real_models():
+    assert (
+        get_template("qwen").default_system
+        == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    )
+    assert get_template("qwen2").default_system == "You are a helpful assistant."
+    assert get_template("qwen3").default_system is None
+    assert get_template("chatml").default_system is None
+
+
+def test_definition_holds_what_changes_ids():
+    qwen, qwen2, chatml = get_template("qwen"), get_template("qwen2"), get_template("chatml")
+    assert qwen.definition() != qwen2.definition()  # default system prompts differ
+    assert get_template("qwen3").definition() != get_template("qwen3_nothink").definition()
+    assert "name" not in chatml.definition() and "model_types" not in chatml.definition()
+    json.dumps(qwen.definition())  # hashable as JSON
+
+
+def test_template_special_tokens_must_be_tokens(tokenizers):
+    qwen2_tokenizer = tokenizers["tiny-qwen2"]
+    with pytest.raises(ConfigError, match=r"'llama3'.*<\|begin_of_text\|>.*<\|eot_id\|>.*not a single token"):
+        get_template("llama3").check_tokenizer(qwen2_tokenizer)
+    with pytest.raises(ConfigError, match=r"'qwen3'.*<think>, </think> are not a single token"):
+        get_template("qwen3").check_tokenizer(qwen2_tokenizer)
+    get_template("qwen2").check_tokenizer(qwen2_tokenizer)
+    get_template("llama3.1").check_tokenizer(tokenizers["tiny-llama"])
+
+
+def test_preprocess_refuses_a_template_of_another_family(tmp_path: Path) -> None:
+    from ftcore import stages
+    from tests.helpers import small_config
+
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "data.template=llama3")
+    model = stages.fetch_model(cfg)
+    with pytest.raises(ConfigError, match=r"<\|eot_id\|>"):
+        stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+
+
+def test_response_segment_ends_with_stop_token(tokenizers):
+    for name, (builtin, _) in FAMILIES.items():
+        tokenizer, template = tokenizers[builtin], get_template(name)
+        stops = template.stop_token_ids(tokenizer)
+        for _, response in template.encode_multiturn(tokenizer, MULTI):
+            assert response[-1] in stops or response[-2] in stops
+        assert tokenizer.eos_token_id in stops
+
+
+def test_role_order_checked(tokenizers):
+    tokenizer, template = tokenizers["tiny-qwen2"], get_template("qwen2")
     with pytest.raises(DataError, match="alternate"):
         template.encode_multiturn(tokenizer, [SINGLE[1], SINGLE[0]])
     with pytest.raises(DataError, match="end with user"):
@@ -81,21 +201,40 @@ def test_role_order_checked(family):
 def test_unknown_template_names_it_and_lists_known():
     with pytest.raises(ConfigError, match=r"'no-such-template'.*chatml.*llama3.*qwen"):
         get_template("no-such-template")
-    assert {"qwen", "chatml", "llama3"} <= set(list_templates())
-    assert get_template("chatml").default_system is None
-    assert get_template("qwen").default_system == "You are a helpful assistant."
+    assert {"qwen", "qwen2", "qwen3", "qwen3_nothink", "chatml", "llama3", "llama3.1"} <= set(
+        list_templates()
+    )
 
 
-def test_infer_template_builtins(tiny_qwen2, tiny_llama):
-    assert infer_template(tiny_qwen2) == "qwen"
-    assert infer_template(tiny_llama) == "llama3"
+def test_infer_template_builtins(tokenizers):
+    from ftcore.builtin import ensure_builtin
+
+    assert infer_template(ensure_builtin("tiny-qwen2")) == "qwen2"
+    assert infer_template(ensure_builtin("tiny-qwen3")) == "qwen3"
+    assert infer_template(ensure_builtin("tiny-llama")) == "llama3"
 
 
-def test_infer_template_from_model_type(tmp_path: Path, tiny_llama):
+def _tokenizer_files(dst: Path, src: Path, chat_template: str | None = None) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (dst / name).write_text((src / name).read_text())
+    (dst / "chat_template.jinja").write_text(chat_template or "")
+
+
+def test_infer_template_from_model_type(tmp_path: Path):
+    from ftcore.builtin import ensure_builtin
+
+    qwen_dir, llama_dir = ensure_builtin("tiny-qwen2"), ensure_builtin("tiny-llama")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    assert infer_template(tmp_path) == "qwen"
+    _tokenizer_files(tmp_path, qwen_dir, _official("qwen2"))
+    assert infer_template(tmp_path) == "qwen2"
+    _tokenizer_files(tmp_path, qwen_dir, _official("qwen"))
+    assert infer_template(tmp_path) == "qwen"  # Qwen2.5: same model_type, its own system prompt
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (tmp_path / name).unlink()
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     assert infer_template(tmp_path) is None  # llama 2: no <|eot_id|> in the tokenizer
-    (tmp_path / "tokenizer.json").write_text((tiny_llama / "tokenizer.json").read_text())
+    _tokenizer_files(tmp_path, llama_dir, _official("llama3"))
     assert infer_template(tmp_path) == "llama3"
+    _tokenizer_files(tmp_path, llama_dir, _official("llama3.1"))
+    assert infer_template(tmp_path) == "llama3.1"
     assert infer_template(tmp_path / "missing") is None

@@ -42,7 +42,7 @@ def merge(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> Artifact:
     from ftcore.export.merge import merge_lora
 
     with atomic_dir(out) as tmp:
-        merge_lora(model.path, trained.path, tmp, cfg.model.trust_remote_code)
+        merge_lora(model.path, trained.path, tmp, cfg.model.trust_remote_code, lineage["template"])
         (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
         artifact = Artifact(
             kind="merged",

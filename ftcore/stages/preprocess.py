@@ -43,6 +43,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
     from ftcore.modeling import load_tokenizer
 
     template_name = resolve_template(cfg, model)
+    get_template(template_name).check_tokenizer(load_tokenizer(model.path, cfg.model.trust_remote_code))
     key = preprocess_key(cfg, model, dataset, template_name)
     out = ftflow_home() / "tokenized" / key[:16]
     done = reuse(out, key, "preprocess")

@@ -1,0 +1,87 @@
+"""Jinja for a Template: the chat_template a trained model carries, rendering what training encoded.
+
+The segments of the Template are embedded as string literals in one generic Jinja program, so the
+rules live once (in Template) and this module only mirrors them: bos, the system turn (given, the
+default, or always written), content trimming, and Qwen3-style reasoning blocks with the serving
+switch `enable_thinking` (default: the template's own). Tests render it with transformers and
+compare the ids with Template.encode_multiturn / encode_prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftcore.data.template import Template
+
+
+def _lit(value: str | None) -> str:
+    # Jinja string literals take Python escapes; JSON's are a subset (non-ASCII left as is).
+    return "none" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _fill(pattern: str, expr: str, trim: bool) -> str:
+    before, after = pattern.split("{content}")
+    content = f"(({expr}) | trim)" if trim else f"({expr})"
+    parts = [_lit(before)] if before else []
+    parts += [content] + ([_lit(after)] if after else [])
+    return " + ".join(parts)
+
+
+def render_jinja(template: Template) -> str:
+    """The Jinja source of `template` (see the module docstring)."""
+    t, trim = template, template.trim_content
+    think = t.thinking
+    lines = [
+        f"{{#- ftflow chat template '{t.name}': renders the ids ftflow trained with -#}}",
+        f"{{%- set system = {_lit(t.default_system)} -%}}{{%- set turns = messages -%}}",
+        "{%- if messages and messages[0]['role'] == 'system' -%}",
+        "  {%- set system = messages[0]['content'] or system -%}{%- set turns = messages[1:] -%}",
+        "{%- endif -%}",
+    ]
+    if t.bos:
+        lines.append(f"{{{{- {_lit(t.bos)} -}}}}")
+    condition = "true" if t.always_system else "system"
+    system_expr = "system or ''"
+    lines += [
+        f"{{%- if {condition} -%}}{{{{- {_fill(t.format_system, system_expr, trim)} -}}}}{{%- endif -%}}",
+    ]
+    if think:
+        default = "true" if think.enabled else "false"
+        lines.append(f"{{%- set thinking = enable_thinking if enable_thinking is defined else {default} -%}}")
+    lines += [
+        "{%- for message in turns -%}",
+        "  {%- set content = message['content'] -%}",
+        "  {%- if message['role'] == 'user' -%}",
+        f"    {{{{- {_fill(t.format_user, 'content', trim)} -}}}}",
+    ]
+    if think:
+        lines += [
+            "    {%- if not thinking and ((loop.last and add_generation_prompt) or loop.revindex == 2) -%}",
+            f"      {{{{- {_lit(think.empty)} -}}}}",
+            "    {%- endif -%}",
+        ]
+    lines.append("  {%- elif message['role'] == 'assistant' -%}")
+    if think:
+        start, end = _lit(think.open.strip()), _lit(think.close.strip())
+        lines += [
+            "    {%- set reasoning = '' -%}",
+            f"    {{%- if {end} in content -%}}",
+            f"      {{%- set reasoning = content.split({end})[0].rstrip('\\n')"
+            f".split({start})[-1].lstrip('\\n') -%}}",
+            f"      {{%- set content = content.split({end})[-1].lstrip('\\n') -%}}",
+            "    {%- endif -%}",
+            "    {%- if loop.last and thinking -%}",
+            f"      {{%- set content = {_lit(think.open)} + reasoning.strip('\\n') + {_lit(think.close)}"
+            " + content.lstrip('\\n') -%}",
+            "    {%- endif -%}",
+        ]
+    lines += [
+        f"    {{{{- {_fill(t.format_assistant, 'content', trim)} -}}}}",
+        "  {%- else -%}",
+        "    {{- raise_exception('only system (first), user and assistant messages are supported') -}}",
+        "  {%- endif -%}",
+        "{%- endfor -%}",
+    ]
+    return "\n".join(lines)
