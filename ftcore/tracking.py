@@ -9,13 +9,14 @@ and models use the server's artifact store; nothing a registered model needs sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,23 +112,25 @@ def get_client(tracking_uri: str) -> MlflowClient:
     if is_server(tracking_uri):
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     db = sqlite_path(tracking_uri)
-    if db is not None:
-        _init_sqlite_store(client, db)
+    if db is None:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _store_lock(db):  # the client builds (and migrates) the tracking store in its constructor
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_registered_models(max_results=1)  # the registry store: built on first use
     return client
 
 
-def _init_sqlite_store(client: MlflowClient, db: Path) -> None:
-    """Create / migrate the tracking and registry schemas of `db` while holding `<db>.lock`."""
+@contextlib.contextmanager
+def _store_lock(db: Path) -> Iterator[None]:
+    """Hold `<db>.lock` (an flock: released by the OS if the process dies) while the store is built."""
     import fcntl
 
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client.search_experiments(max_results=1)  # the first call builds the store and its schema
-            client.search_registered_models(max_results=1)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -283,7 +283,9 @@ def test_register_key_ignores_the_alias(tmp_path: Path) -> None:
     assert register_key(cfg, merged, None, "u") != register_key(renamed, merged, None, "u")
 
 
-def test_versions_are_mlflow_models_with_their_own_paths(tmp_path: Path) -> None:
+def test_versions_are_mlflow_models_with_their_own_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An adapter and then the merged model from one training run: two versions, neither overwritten."""
     import mlflow
 
@@ -315,11 +317,8 @@ def test_versions_are_mlflow_models_with_their_own_paths(tmp_path: Path) -> None
     requirements = (v2 / "requirements.txt").read_text()
     assert "transformers==" in requirements and "torchvision" not in requirements
 
-    mlflow.set_registry_uri(second.metadata["tracking_uri"])
-    try:
-        pipe = mlflow.transformers.load_model("models:/test-model@candidate")
-    finally:
-        mlflow.set_registry_uri("")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second.metadata["tracking_uri"])  # what models:/ resolves in
+    pipe = mlflow.transformers.load_model("models:/test-model@candidate")
     out = pipe("Hello", max_new_tokens=4, do_sample=False)
     assert isinstance(out[0]["generated_text"], str) and len(out[0]["generated_text"]) > len("Hello")
 
