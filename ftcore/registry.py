@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftcore.tracking import KEY_TAG, filter_literal
+from ftcore.tracking import KEY_TAG, filter_literal, get_client
 
 if TYPE_CHECKING:  # mlflow is imported lazily (slow import; not every caller registers)
     from mlflow import MlflowClient
@@ -220,6 +220,23 @@ def get_version_by_alias(client: MlflowClient, model_name: str, alias: str) -> M
     if alias not in aliases:
         return None
     return client.get_model_version(model_name, str(aliases[alias]))
+
+
+def download(tracking_uri: str, model_name: str, alias: str, dst: Path) -> Path:
+    """Download `models:/<name>@<alias>` from its store into `dst`; returns its Hugging Face folder
+    (the `model/` folder of an MLflow model, or the adapter folder), what serving and transformers load.
+    """
+    from mlflow.artifacts import download_artifacts
+
+    from ftcore.errors import ModelNotAvailableError
+
+    version = get_version_by_alias(get_client(tracking_uri), model_name, alias)
+    if version is None:
+        uri = model_uri(model_name, alias)
+        raise ModelNotAvailableError(f"registry: {uri} does not exist in {tracking_uri}")
+    source = version.source
+    local = Path(download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
+    return local / "model" if (local / "MLmodel").is_file() else local
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: int | str) -> None:

@@ -309,9 +309,9 @@ def test_versions_are_mlflow_models_with_their_own_paths(
 
     v1 = Path(mlflow.artifacts.download_artifacts(first.metadata["source"], dst_path=str(tmp_path / "v1")))
     assert (v1 / "adapter_config.json").is_file(), "the merged upload must not overwrite the adapter"
-    v2 = Path(mlflow.artifacts.download_artifacts(second.metadata["source"], dst_path=str(tmp_path / "v2")))
-    assert (v2 / "MLmodel").is_file()
-    hf = v2 / "model"  # the plain Hugging Face folder, complete
+    hf = registry.download(second.metadata["tracking_uri"], "test-model", "candidate", tmp_path / "v2")
+    v2 = hf.parent
+    assert (v2 / "MLmodel").is_file() and hf == v2 / "model"  # the plain Hugging Face folder, complete
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "note.txt"):
         assert (hf / name).is_file(), name
     requirements = (v2 / "requirements.txt").read_text()
