@@ -98,14 +98,13 @@ def is_present(artifact: Artifact) -> bool:
     stage's `model/` folder); inputs (a fetched model, a dataset folder) while their path exists;
     registry entries while their model version exists in the registry they name.
     """
-    if artifact.kind == "registered":  # ask the registry it names (lazy imports: mlflow is slow)
-        from ftcore.registry import version_present
-        from ftcore.tracking import get_client
+    if artifact.kind == "registered":  # ask the registry it names (lazy import: mlflow is slow)
+        from ftcore.registry import version_exists
 
         meta = artifact.metadata
         if not all(meta.get(k) for k in ("tracking_uri", "name", "version", "key")):
             return False
-        return version_present(get_client(meta["tracking_uri"]), meta["name"], meta["version"], meta["key"])
+        return version_exists(meta["tracking_uri"], meta["name"], meta["version"], meta["key"])
     path = Path(artifact.path)
     if artifact.kind in ("model", "dataset") and read_manifest(path.parent) is None:
         return path.exists()

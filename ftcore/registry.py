@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftcore.tracking import KEY_TAG, filter_literal, get_client
+from ftcore.tracking import KEY_TAG, filter_literal, get_client, sqlite_path
 
 if TYPE_CHECKING:  # mlflow is imported lazily (slow import; not every caller registers)
     from mlflow import MlflowClient
@@ -79,6 +79,14 @@ def version_present(client: MlflowClient, model_name: str, version: int | str, k
             return False
         raise
     return found.status == "READY" and found.tags.get(KEY_TAG) == key
+
+
+def version_exists(tracking_uri: str, model_name: str, version: int | str, key: str) -> bool:
+    """`version_present` in the store at `tracking_uri`; a sqlite store that is gone is not recreated."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        return False
+    return version_present(get_client(tracking_uri), model_name, version, key)
 
 
 def log_model(

@@ -362,6 +362,10 @@ def test_cached_registration_is_checked_against_the_registry(tmp_path: Path) -> 
     assert again.metadata["version"] == 2 and again.metadata["key"] == first.metadata["key"]
     assert is_registered(cfg, again) and is_present(again)
 
+    shutil.rmtree(cfg.workdir_path)  # the whole store is gone: absent, and not recreated by asking
+    assert not is_present(again) and not is_registered(cfg, again)
+    assert not cfg.workdir_path.exists()
+
 
 def test_a_failed_upload_leaves_no_run_running(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none")

@@ -130,4 +130,4 @@ def is_registered(cfg: PipelineConfig, artifact: Artifact) -> bool:
         return False
     from ftcore import registry
 
-    return registry.version_present(tracking.get_client(uri), meta["name"], meta["version"], meta["key"])
+    return registry.version_exists(uri, meta["name"], meta["version"], meta["key"])
