@@ -197,22 +197,18 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
 
 
 def _warn_location(client: MlflowClient, name: str, location: str, wanted: Path | None) -> None:
-    if wanted is not None:
-        if location.startswith("file:") and location.rstrip("/") != Path(wanted).resolve().as_uri():
-            log.warning(
-                "experiment %r keeps its artifacts in %s, not beside the store (%s); use a new "
-                "registry.experiment to change that",
-                name,
-                location,
-                wanted,
-            )
-    elif is_server(client.tracking_uri) and location.startswith(("file:", "/")):
+    """An existing experiment keeps its artifact location (e.g. one an older ftflow put in some job's
+    workdir, or a path on a worker's disk on a server): say so, since only a new experiment changes it."""
+    moved = wanted is not None and location.rstrip("/") != Path(wanted).resolve().as_uri()
+    on_disk = wanted is None and is_server(client.tracking_uri)
+    if location.startswith(("file:", "/")) and (moved or on_disk):
+        where = wanted or "the server's artifact store"
         log.warning(
-            "experiment %r on server %s stores artifacts at %s, a path on some machine's disk, not "
-            "in the server's artifact store; use a new registry.experiment unless that path is shared",
+            "experiment %r stores artifacts at %s, not in %s; use a new registry.experiment "
+            "unless that path is shared",
             name,
-            client.tracking_uri,
             location,
+            where,
         )
 
 
