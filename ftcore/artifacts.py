@@ -96,10 +96,15 @@ def is_present(artifact: Artifact) -> bool:
 
     Stage outputs are finished while their manifest exists (beside the files, or one level up for a
     stage's `model/` folder); inputs (a fetched model, a dataset folder) while their path exists;
-    registry entries live in MLflow, not on this disk.
+    registry entries while their model version exists in the registry they name.
     """
-    if artifact.kind == "registered":
-        return True
+    if artifact.kind == "registered":  # ask the registry it names (lazy import: mlflow is slow)
+        from ftcore.registry import version_exists
+
+        meta = artifact.metadata
+        if not all(meta.get(k) for k in ("tracking_uri", "name", "version", "key")):
+            return False
+        return version_exists(meta["tracking_uri"], meta["name"], meta["version"], meta["key"])
     path = Path(artifact.path)
     if artifact.kind in ("model", "dataset") and read_manifest(path.parent) is None:
         return path.exists()

@@ -15,3 +15,7 @@ class DataError(FtflowError):
 
 class ModelNotAvailableError(FtflowError):
     """A model reference cannot be resolved to local files (offline, not cached, unknown)."""
+
+
+class ServiceUnavailableError(FtflowError):
+    """A service the job needs (e.g. the MLflow tracking server) does not answer."""

@@ -1,20 +1,25 @@
 """MLflow model registry: model versions keyed by the pipeline's cache key, aliases, lineage tags.
 
 A version is tagged `ftflow.key=<cache key of the register stage>`, which makes registration
-idempotent: re-running a finished job finds its version instead of adding a duplicate. Aliases
-(`candidate`, later `champion`) are the only moving pointers; serving and promotion read them, so a
+idempotent: re-running a finished job finds its version instead of adding a duplicate. Each version
+is an MLflow logged model with its own artifact location. Aliases (`candidate`, later `champion`) are
+the only moving pointers, set on every run (never cached); serving and promotion read them, so a
 promote or a rollback is one `set_alias` call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftcore.tracking import KEY_TAG, filter_literal
+from ftcore.tracking import KEY_TAG, filter_literal, get_client, sqlite_path
 
 if TYPE_CHECKING:  # mlflow is imported lazily (slow import; not every caller registers)
     from mlflow import MlflowClient
@@ -35,34 +40,151 @@ def register_model(
     run_id: str | None,
     source_uri: str,
     tags: Mapping[str, Any],
-    alias: str,
     key: str,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
-    """Register `source_uri` as a version of `model_name` with `alias`, once per `key`.
+    """Register `source_uri` as a version of `model_name`, once per `key`.
 
-    If a version tagged `ftflow.key == key` exists it is returned (and the alias is pointed at it),
-    so a re-run never creates a duplicate. Uses `create_model_version`, not `mlflow.register_model`,
-    which in MLflow 3 rejects a plain folder that is not a logged MLflow model.
+    If a version tagged `ftflow.key == key` exists it is returned, so a re-run never creates a
+    duplicate. Aliases are not touched: moving one is a separate, uncached action (`set_alias`).
     """
     ensure_registered_model(client, model_name)
     version = find_version_by_key(client, model_name, key)
     if version is None:
         str_tags = {str(k): str(v) for k, v in tags.items()}
         str_tags[KEY_TAG] = key
-        version = client.create_model_version(model_name, source=source_uri, run_id=run_id, tags=str_tags)
+        version = client.create_model_version(
+            model_name, source=source_uri, run_id=run_id, tags=str_tags, model_id=model_id
+        )
         version = _wait_ready(client, model_name, version)
         log.info("registered %s version %s from %s", model_name, version.version, source_uri)
     else:
         log.info("%s version %s already registered for key %s", model_name, version.version, key[:12])
-    if alias:
-        set_alias(client, model_name, alias, version.version)
     return {
         "name": model_name,
         "version": int(version.version),
-        "alias": alias,
         "source": version.source,
         "run_id": version.run_id,
     }
+
+
+def version_present(client: MlflowClient, model_name: str, version: int | str, key: str) -> bool:
+    """Whether version `version` of `model_name` still exists, is READY and was registered under `key`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            return False
+        raise
+    return found.status == "READY" and found.tags.get(KEY_TAG) == key
+
+
+def version_exists(tracking_uri: str, model_name: str, version: int | str, key: str) -> bool:
+    """`version_present` in the store at `tracking_uri`; a sqlite store that is gone is not recreated."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        return False
+    return version_present(get_client(tracking_uri), model_name, version, key)
+
+
+def log_model(
+    client: MlflowClient,
+    experiment_id: str,
+    run_id: str | None,
+    model_dir: Path,
+    name: str,
+    trust_remote_code: bool = False,
+) -> tuple[str, str]:
+    """Upload `model_dir` as an MLflow logged model of its own; returns (model id, its artifact URI).
+
+    Each upload gets its own artifact location (`<experiment root>/models/<id>/artifacts`), so a
+    version never shares or overwrites another's files, and the weights are stored once, not also as
+    a run artifact. A full model (config.json) becomes a transformers-flavor MLflow model, so
+    `mlflow.transformers.load_model` and `mlflow models serve` can use it, whose `model/` folder is
+    the complete Hugging Face folder (weights, tokenizer, chat template, ftflow manifest) for
+    transformers and vLLM. An adapter is uploaded as its plain folder (it needs its base to load).
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    model_dir = Path(model_dir)
+    full = (model_dir / "config.json").is_file()
+    logged = client.create_logged_model(
+        experiment_id,
+        name=name,
+        source_run_id=run_id,
+        model_type="transformers" if full else "adapter",
+    )
+    try:
+        if full:
+            # beside the model (same disk, usually larger than /tmp); `.tmp-` so a kill leaves nothing
+            # that stale-temp cleaning does not remove
+            with tempfile.TemporaryDirectory(prefix=".tmp-mlmodel-", dir=model_dir.parent) as tmp:
+                local = Path(tmp) / "model"
+                save_transformers_model(model_dir, local, logged, run_id, trust_remote_code)
+                client.log_model_artifacts(logged.model_id, str(local))
+        else:
+            client.log_model_artifacts(logged.model_id, str(model_dir))
+        if run_id:
+            client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    # The storage location, not `models:/<id>`: MLflow's sqlite registry resolves that through the
+    # process-global tracking URI, not this client's store.
+    return logged.model_id, logged.artifact_location
+
+
+def save_transformers_model(
+    model_dir: Path, out: Path, logged: Any, run_id: str | None, trust_remote_code: bool = False
+) -> None:
+    """Write `model_dir` as a transformers-flavor MLflow model at `out` (task llm/v1/chat).
+
+    Goes through the model object: MLflow 3.17's local-checkpoint path (`transformers_model=<dir>`)
+    fails under transformers 5 (`pipelines.check_task` returns the class as a string).
+    """
+    import mlflow.transformers
+    from huggingface_hub import ModelCard
+    from mlflow.models import Model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", trust_remote_code=trust_remote_code)
+    mlflow_model = Model(
+        artifact_path=logged.artifact_location,
+        model_uuid=logged.model_id,
+        run_id=run_id,
+        model_id=logged.model_id,
+    )
+    card = ModelCard(f"---\nlicense: other\n---\nFine-tuned by ftflow from {model_dir.name}.\n")
+    mlflow.transformers.save_model(
+        {"model": model, "tokenizer": tokenizer},
+        path=str(out),
+        task="llm/v1/chat",
+        pip_requirements=pip_requirements(),  # else MLflow adds torchvision, which breaks CPU torch
+        model_card=card,
+        mlflow_model=mlflow_model,
+    )
+    hf_dir = out / "model"  # complete the plain HF folder: tokenizer, chat template, lineage files
+    for item in model_dir.iterdir():
+        if item.is_file() and not (hf_dir / item.name).exists():
+            shutil.copy2(item, hf_dir / item.name)
+
+
+def pip_requirements() -> list[str]:
+    """What loading a registered model needs, pinned to this environment (local versions stripped)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in ("torch", "transformers", "tokenizers", "safetensors", "accelerate"):
+        try:
+            out.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
@@ -106,6 +228,23 @@ def get_version_by_alias(client: MlflowClient, model_name: str, alias: str) -> M
     if alias not in aliases:
         return None
     return client.get_model_version(model_name, str(aliases[alias]))
+
+
+def download(tracking_uri: str, model_name: str, alias: str, dst: Path) -> Path:
+    """Download `models:/<name>@<alias>` from its store into `dst`; returns its Hugging Face folder
+    (the `model/` folder of an MLflow model, or the adapter folder), what serving and transformers load.
+    """
+    from mlflow.artifacts import download_artifacts
+
+    from ftcore.errors import ModelNotAvailableError
+
+    version = get_version_by_alias(get_client(tracking_uri), model_name, alias)
+    if version is None:
+        uri = model_uri(model_name, alias)
+        raise ModelNotAvailableError(f"registry: {uri} does not exist in {tracking_uri}")
+    source = version.source
+    local = Path(download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
+    return local / "model" if (local / "MLmodel").is_file() else local
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: int | str) -> None:

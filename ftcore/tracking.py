@@ -3,18 +3,20 @@
 No global active run and nothing set at import: every call names its client and run id, so stages
 running in parallel (Prefect tasks, threads, worker processes) never share tracking state. The default
 store is `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`, so a job needs no
-server and leaves nothing in the current directory.
+server and leaves nothing in the current directory. With a server (MLFLOW_TRACKING_URI=http://...) runs
+and models use the server's artifact store; nothing a registered model needs stays on the job's disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,12 @@ ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 KEY_TAG = "ftflow.key"  # the cache key a run belongs to; lets a re-run reuse its run
+# MLflow's HTTP client retries for ~4 minutes by default; a job should fail in seconds instead.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",  # per request; big uploads stream, so this is not a cap
+}
 REDACTED = "***"
 
 # MLflow's limits (mlflow.utils.validation); copied so this module imports without mlflow.
@@ -58,28 +66,111 @@ def resolve_tracking_uri(cfg_uri: str | None, workdir: Path) -> str:
 
 
 def is_local_store(tracking_uri: str) -> bool:
-    """True for stores with no server (sqlite, file paths), whose artifacts we keep in the workdir."""
+    """True for stores with no server (sqlite, file paths), whose artifacts we keep beside the store."""
     if tracking_uri.startswith(("sqlite:", "file:")):
         return True
     return "://" not in tracking_uri and not tracking_uri.startswith("databricks")  # a plain path
 
 
-def default_artifact_root(tracking_uri: str, workdir: Path) -> Path | None:
-    """`<workdir>/mlartifacts` for a local store; None for a server, which owns its artifact root."""
-    return Path(workdir).resolve() / DEFAULT_ARTIFACTS if is_local_store(tracking_uri) else None
+def is_server(tracking_uri: str) -> bool:
+    """True for a tracking server (http / https): it owns the artifact store, not this machine."""
+    return tracking_uri.lower().startswith(("http://", "https://"))
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store (relative to the current folder, as MLflow reads it)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    raw = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
+    if not raw or raw == ":memory:":
+        return None
+    return Path(raw).expanduser().absolute()
+
+
+def default_artifact_root(tracking_uri: str) -> Path | None:
+    """Where a new experiment keeps its artifacts: `mlartifacts` beside a sqlite database, else the
+    store's own default (a server's artifact store, a file store's own folder), i.e. None.
+
+    Beside the database, not in the workdir of whichever job came first: jobs sharing one sqlite file
+    share its artifact folder, so deleting one job's workdir never removes another job's registered
+    models. The default store is `<workdir>/mlflow.db`, so a job alone still keeps all in its workdir.
+    """
+    db = sqlite_path(tracking_uri)
+    return db.parent / DEFAULT_ARTIFACTS if db is not None else None
 
 
 def get_client(tracking_uri: str) -> MlflowClient:
-    """A client bound to one store; the sqlite schema is created on first use (~1-3 s)."""
+    """A client bound to one store.
+
+    A server gets short HTTP retries and timeouts (MLflow's defaults retry for ~4 minutes), so a dead
+    server fails a job in seconds; a user's own MLFLOW_HTTP_* settings win. A sqlite store is created
+    and migrated under a lock file beside the database, so concurrent first jobs cannot race in
+    MLflow's schema migration.
+    """
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if is_server(tracking_uri):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _store_lock(db):  # the client builds (and migrates) the tracking store in its constructor
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_registered_models(max_results=1)  # the registry store: built on first use
+    return client
+
+
+@contextlib.contextmanager
+def _store_lock(db: Path) -> Iterator[None]:
+    """Hold `<db>.lock` (an flock: released by the OS if the process dies) while the store is built."""
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any work, when a tracking server does not answer (non-server stores pass).
+
+    Raises ServiceUnavailableError naming the URI and what to do, instead of MLflow retrying for
+    minutes and ending in a traceback.
+    """
+    import urllib.error
+    import urllib.request
+
+    from ftcore.errors import ServiceUnavailableError
+
+    if not is_server(uri):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:  # it answers (maybe no /health behind a proxy, or auth): reachable
+            return
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise ServiceUnavailableError(
+        f"MLflow tracking server {uri} is not reachable ({reason}). Start it, fix "
+        f"{ENV_TRACKING_URI} / registry.tracking_uri, or unset both to use the local store "
+        "sqlite:///<workdir>/mlflow.db."
+    )
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     """Id of experiment `name`, created (or restored from deleted) if needed.
 
-    `artifact_root` only applies on creation: an existing experiment keeps its artifact location.
+    `artifact_root` only applies on creation (None: the store's default, e.g. a server's artifact
+    store); an existing experiment keeps its artifact location, with a warning when that is not the
+    one wanted (an experiment made by an older ftflow in some job's workdir).
     """
     from mlflow.exceptions import MlflowException
 
@@ -87,6 +178,7 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        _warn_location(client, exp.name, exp.artifact_location, artifact_root)
         return exp.experiment_id
     location = None
     if artifact_root is not None:
@@ -104,11 +196,27 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         return exp.experiment_id
 
 
+def _warn_location(client: MlflowClient, name: str, location: str, wanted: Path | None) -> None:
+    """An existing experiment keeps its artifact location (e.g. one an older ftflow put in some job's
+    workdir, or a path on a worker's disk on a server): say so, since only a new experiment changes it."""
+    moved = wanted is not None and location.rstrip("/") != Path(wanted).resolve().as_uri()
+    on_disk = wanted is None and is_server(client.tracking_uri)
+    if location.startswith(("file:", "/")) and (moved or on_disk):
+        where = wanted or "the server's artifact store"
+        log.warning(
+            "experiment %r stores artifacts at %s, not in %s; use a new registry.experiment "
+            "unless that path is shared",
+            name,
+            location,
+            where,
+        )
+
+
 def open_experiment(cfg: RegistryConfig, workdir: Path) -> tuple[MlflowClient, str]:
     """Client and experiment id for a job's config: the one-liner stages and tasks call."""
     uri = resolve_tracking_uri(cfg.tracking_uri, workdir)
     client = get_client(uri)
-    return client, ensure_experiment(client, cfg.experiment, default_artifact_root(uri, workdir))
+    return client, ensure_experiment(client, cfg.experiment, default_artifact_root(uri))
 
 
 # --------------------------------------------------------------------------- runs

@@ -43,7 +43,8 @@ def test_mlflow_holds_run_version_lineage_and_alias(finished) -> None:
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) >= 10, "one point per logging step"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model", "plots", "eval"} <= artifacts
+    assert {"plots", "eval"} <= artifacts
+    assert "model" not in artifacts, "weights are stored once, in the registered version's logged model"
 
     tags = version.tags
     assert tags["ftflow.base_model"] == "builtin:tiny-qwen2"
@@ -52,7 +53,7 @@ def test_mlflow_holds_run_version_lineage_and_alias(finished) -> None:
     for key in ("ftflow.config_hash", "ftflow.version", "metric.tuned/eval_loss"):
         assert tags.get(key), key
     source = Path(version.source.removeprefix("file://"))
-    assert (source / "model.safetensors").is_file()
+    assert (source / "MLmodel").is_file() and (source / "model" / "model.safetensors").is_file()
     assert str(source).startswith(str(cfg.workdir_path)), "artifacts live under the workdir by default"
 
 

@@ -7,6 +7,7 @@ milliseconds. Tests use their own experiment / model names so they do not depend
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,11 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from ftcore import registry, tracking
+from ftcore.artifacts import Artifact, fingerprint_path, is_present
 from ftcore.config.sections import RegistryConfig
+from ftcore.stages.keys import register_key
+from ftcore.stages.register import assign_alias, is_registered, register
+from tests.helpers import small_config
 
 
 def _path_of(uri: str) -> Path:
@@ -51,15 +56,17 @@ def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert tracking.resolve_tracking_uri(None, tmp_path) == "http://from-env:5000"
 
 
-def test_artifact_root_only_for_local_stores(tmp_path: Path) -> None:
-    assert tracking.default_artifact_root(f"sqlite:///{tmp_path}/m.db", tmp_path) == tmp_path / "mlartifacts"
-    assert tracking.default_artifact_root("http://mlflow:5000", tmp_path) is None
-    assert tracking.default_artifact_root("databricks", tmp_path) is None
+def test_artifact_root_beside_sqlite_store_or_the_servers(tmp_path: Path) -> None:
+    assert tracking.default_artifact_root(f"sqlite:///{tmp_path}/m.db") == tmp_path / "mlartifacts"
+    shared = tmp_path / "shared" / "mlflow.db"
+    assert tracking.default_artifact_root(f"sqlite:///{shared}?timeout=5") == shared.parent / "mlartifacts"
+    assert tracking.default_artifact_root("http://mlflow:5000") is None
+    assert tracking.default_artifact_root("databricks") is None
 
 
 def test_experiment_and_artifacts_stay_in_workdir(store, tmp_path: Path) -> None:
     client, exp_id, workdir = store
-    assert tracking.ensure_experiment(client, "ftflow", None) == exp_id  # existing: same id
+    assert tracking.ensure_experiment(client, "ftflow", workdir / "mlartifacts") == exp_id  # existing
     location = _path_of(client.get_experiment(exp_id).artifact_location)
     assert location == workdir.resolve() / "mlartifacts"
 
@@ -199,31 +206,193 @@ def test_register_idempotent_by_key_and_alias_moves(store, tmp_path: Path) -> No
         metrics={"eval_loss": 1.5},
     )
 
-    first = registry.register_model(client, name, run_id, source, tags, "candidate", key="k1")
-    assert first == {"name": name, "version": 1, "alias": "candidate", "source": source, "run_id": run_id}
+    first = registry.register_model(client, name, run_id, source, tags, key="k1")
+    assert first == {"name": name, "version": 1, "source": source, "run_id": run_id}
+    assert registry.get_version_by_alias(client, name, "candidate") is None  # registering sets no alias
+    registry.set_alias(client, name, "candidate", 1)
     v1 = registry.get_version_by_alias(client, name, "candidate")
     assert v1 is not None and int(v1.version) == 1
     assert v1.tags["ftflow.key"] == "k1"
     assert v1.tags["ftflow.base_model"] == "builtin:tiny-qwen2"
     assert v1.tags["metric.eval_loss"] == "1.5"
+    assert registry.version_present(client, name, 1, "k1")
+    assert not registry.version_present(client, name, 1, "other-key")
+    assert not registry.version_present(client, name, 7, "k1")
+    assert not registry.version_present(client, "no-such-model", 1, "k1")
 
-    # Same key again (a re-run): same version, no version 2; alias put back if it was moved away.
-    registry.set_alias(client, name, "candidate", 1)
-    again = registry.register_model(client, name, run_id, source, tags, "candidate", key="k1")
+    # Same key again (a re-run): same version, no version 2.
+    again = registry.register_model(client, name, run_id, source, tags, key="k1")
     assert again == first
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
     assert registry.find_version_by_key(client, name, "k1").version == 1
     assert registry.find_version_by_key(client, name, "nope") is None
 
-    second = registry.register_model(client, name, run_id, source, tags, "candidate", key="k2")
+    second = registry.register_model(client, name, run_id, source, tags, key="k2")
     assert second["version"] == 2
-    assert int(registry.get_version_by_alias(client, name, "candidate").version) == 2
     assert registry.get_version_by_alias(client, name, "champion") is None
 
     # Rollback seam: an alias is a movable pointer.
+    registry.set_alias(client, name, "candidate", 2)
     registry.set_alias(client, name, "candidate", 1)
     assert int(registry.get_version_by_alias(client, name, "candidate").version) == 1
-    assert registry.register_model(client, name, run_id, source, tags, "candidate", key="k2")["version"] == 2
-    assert int(registry.get_version_by_alias(client, name, "candidate").version) == 2
     assert registry.model_uri(name, "candidate") == f"models:/{name}@candidate"
     tracking.end_run(client, run_id)
+
+
+# --------------------------------------------------------------------------- the register stage
+
+
+def _model_dir(path: Path, note: str) -> Artifact:
+    """A real (tiny) model folder as the merge stage leaves it; `note` makes its content distinct."""
+    from ftcore.builtin import ensure_builtin
+
+    shutil.copytree(ensure_builtin("tiny-qwen2"), path)
+    (path / "note.txt").write_text(note)
+    return Artifact(kind="merged", path=str(path), fingerprint=fingerprint_path(path), metadata={})
+
+
+def _adapter_dir(path: Path) -> Artifact:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftcore.builtin import ensure_builtin
+
+    base = AutoModelForCausalLM.from_pretrained(ensure_builtin("tiny-qwen2"))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(path)
+    return Artifact(kind="adapter", path=str(path), fingerprint=fingerprint_path(path), metadata={})
+
+
+def _client(cfg):
+    from mlflow import MlflowClient
+
+    uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def _runs(client, cfg) -> list:
+    exp = client.get_experiment_by_name(cfg.registry.experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_register_key_ignores_the_alias(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job")
+    merged = Artifact(kind="merged", path=str(tmp_path), fingerprint="f" * 64)
+    staging = small_config(tmp_path / "job", "registry.alias=staging")
+    assert register_key(cfg, merged, None, "u") == register_key(staging, merged, None, "u")
+    renamed = small_config(tmp_path / "job", "registry.model_name=other")
+    assert register_key(cfg, merged, None, "u") != register_key(renamed, merged, None, "u")
+
+
+def test_versions_are_mlflow_models_with_their_own_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter and then the merged model from one training run: two versions, neither overwritten."""
+    import mlflow
+
+    cfg = small_config(tmp_path / "job")
+    _store, exp_id = tracking.open_experiment(cfg.registry, cfg.workdir_path)
+    client = _client(cfg)
+    train_run = tracking.start_run(client, exp_id, "train", None)
+    tracking.end_run(client, train_run)
+    adapter = _adapter_dir(tmp_path / "adapter")
+    adapter.metadata["mlflow_run_id"] = train_run
+    merged = _model_dir(tmp_path / "merged", "merged")
+    merged.metadata["mlflow_run_id"] = train_run
+
+    first = register(cfg, adapter, None)
+    second = register(cfg, merged, None)
+    assert (first.metadata["version"], second.metadata["version"]) == (1, 2)
+    assert first.metadata["source"] != second.metadata["source"]
+    assert first.metadata["run_id"] == second.metadata["run_id"] == train_run
+    assert client.get_run(train_run).info.status == "FINISHED"
+    assert client.list_artifacts(train_run) == [], "weights are stored once: in the logged models only"
+
+    v1 = Path(mlflow.artifacts.download_artifacts(first.metadata["source"], dst_path=str(tmp_path / "v1")))
+    assert (v1 / "adapter_config.json").is_file(), "the merged upload must not overwrite the adapter"
+    hf = registry.download(second.metadata["tracking_uri"], "test-model", "candidate", tmp_path / "v2")
+    v2 = hf.parent
+    assert (v2 / "MLmodel").is_file() and hf == v2 / "model"  # the plain Hugging Face folder, complete
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "note.txt"):
+        assert (hf / name).is_file(), name
+    requirements = (v2 / "requirements.txt").read_text()
+    assert "transformers==" in requirements and "torchvision" not in requirements
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second.metadata["tracking_uri"])  # what models:/ resolves in
+    pipe = mlflow.transformers.load_model("models:/test-model@candidate")
+    out = pipe("Hello", max_new_tokens=4, do_sample=False)
+    assert isinstance(out[0]["generated_text"], str) and len(out[0]["generated_text"]) > len("Hello")
+
+
+def test_alias_is_set_on_every_call_even_from_a_cached_result(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none")
+    one = register(cfg, _model_dir(tmp_path / "m1", "lr 1e-3"), None)
+    two = register(cfg, _model_dir(tmp_path / "m2", "lr 2e-3"), None)
+    client = _client(cfg)
+    assert int(client.get_model_version_by_alias("test-model", "candidate").version) == 2
+
+    # What a cached `register` returns is `one` as it was; the uncached step moves the alias back.
+    moved = assign_alias(cfg, one)
+    assert moved.metadata["alias"] == "candidate" and moved.fingerprint == one.fingerprint
+    assert int(client.get_model_version_by_alias("test-model", "candidate").version) == 1
+    assert len(client.search_model_versions("name = 'test-model'")) == 2
+
+    # A new alias is a pointer move: the same version, no upload.
+    staged = register(
+        small_config(tmp_path / "job", "registry.alias=staging", "train.report_to=none"),
+        _model_dir(tmp_path / "m3", "lr 2e-3"),
+        None,
+    )
+    assert staged.metadata["version"] == two.metadata["version"]
+    assert int(client.get_model_version_by_alias("test-model", "staging").version) == 2
+    assert len(client.search_model_versions("name = 'test-model'")) == 2
+    # report_to: none: each upload had a register run of its own, and each one ended.
+    assert {r.info.status for r in _runs(client, cfg)} == {"FINISHED"}
+
+
+def test_cached_registration_is_checked_against_the_registry(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none")
+    merged = _model_dir(tmp_path / "m", "x")
+    first = register(cfg, merged, None)
+    assert is_registered(cfg, first) and is_present(first)
+    assert not is_registered(small_config(tmp_path / "other-job"), first)  # another store
+
+    _client(cfg).delete_model_version("test-model", "1")
+    assert not is_registered(cfg, first) and not is_present(first)
+    again = register(cfg, merged, None)
+    assert again.metadata["version"] == 2 and again.metadata["key"] == first.metadata["key"]
+    assert is_registered(cfg, again) and is_present(again)
+
+    shutil.rmtree(cfg.workdir_path)  # the whole store is gone: absent, and not recreated by asking
+    assert not is_present(again) and not is_registered(cfg, again)
+    assert not cfg.workdir_path.exists()
+
+
+def test_a_failed_upload_leaves_no_run_running(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none")
+    merged = tmp_path / "broken"
+    _model_dir(merged, "x")
+    weights = merged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    broken = Artifact(kind="merged", path=str(merged), fingerprint=fingerprint_path(merged))
+    with pytest.raises(Exception):  # noqa: B017 (whatever safetensors raises; the run is the point)
+        register(cfg, broken, None)
+    client = _client(cfg)
+    assert [r.info.status for r in _runs(client, cfg)] == ["FAILED"]
+    assert client.search_model_versions("name = 'test-model'") == []
+
+
+@pytest.mark.slow
+def test_learning_rates_back_and_forth_leave_the_alias_on_the_run(tmp_path: Path) -> None:
+    """lr 1e-3, 2e-3, 1e-3: the third run is the first one's version, and the alias says so."""
+    from ftcore.stages import run_local
+
+    base = ("train.max_steps=2", "data.max_samples=16", "eval.enabled=false")
+    reported = []
+    for lr in ("1e-3", "2e-3", "1e-3"):
+        out = run_local(small_config(tmp_path / "job", *base, f"train.learning_rate={lr}"))
+        reported.append(out["registered"].metadata["version"])
+    assert reported == [1, 2, 1]
+    client = _client(small_config(tmp_path / "job"))
+    assert int(client.get_model_version_by_alias("test-model", "candidate").version) == 1
+    assert len(client.search_model_versions("name = 'test-model'")) == 2
+    assert "RUNNING" not in {r.info.status for r in _runs(client, small_config(tmp_path / "job"))}

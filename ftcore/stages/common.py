@@ -33,15 +33,25 @@ def section(model: Any, exclude: set[str] | None = None) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude=exclude or set())
 
 
+def check_tracking(cfg: PipelineConfig) -> None:
+    """Preflight: the tracking server the job will use answers (only when the job uses MLflow)."""
+    if cfg.registry.enabled or "mlflow" in cfg.train.report_to:
+        tracking.check_reachable(tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path))
+
+
 class JobRun:
-    """The MLflow run that a job's training and evaluation report to (None-safe when disabled)."""
+    """The MLflow run that a job's training and evaluation report to.
+
+    Use it as a context manager around the work of a run it opened: the run ends FINISHED on success,
+    FAILED on an error (KILLED on Ctrl-C), so no failure leaves a run RUNNING.
+    """
 
     def __init__(self, cfg: PipelineConfig, run_id: str | None = None) -> None:
         self.cfg = cfg
         self.uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
         self.client = tracking.get_client(self.uri)
         self.experiment_id = tracking.ensure_experiment(
-            self.client, cfg.registry.experiment, cfg.workdir_path / "mlartifacts"
+            self.client, cfg.registry.experiment, tracking.default_artifact_root(self.uri)
         )
         self.run_id = run_id
 
@@ -49,12 +59,30 @@ class JobRun:
     def for_key(cls, cfg: PipelineConfig, key: str, tags: dict[str, str]) -> JobRun:
         """Reuse the run started under this key (a resumed training continues its run) or start one."""
         job = cls(cfg)
-        job.run_id = tracking.find_run(job.client, job.experiment_id, "ftflow.key", key)
+        job.run_id = tracking.find_run(job.client, job.experiment_id, tracking.KEY_TAG, key)
         if job.run_id is None:
             job.run_id = tracking.start_run(
-                job.client, job.experiment_id, cfg.name, {"ftflow.key": key, "ftflow.job": cfg.name, **tags}
+                job.client,
+                job.experiment_id,
+                cfg.name,
+                {tracking.KEY_TAG: key, "ftflow.job": cfg.name, **tags},
             )
         return job
+
+    def __enter__(self) -> JobRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self.run_id is None:
+            return
+        if exc_type is None:
+            self.finish()
+        else:
+            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            try:
+                self.finish(status)
+            except Exception:  # the store may be what failed: keep the original error
+                log.warning("could not mark MLflow run %s %s", self.run_id, status, exc_info=True)
 
     def params(self, params: dict[str, Any]) -> None:
         tracking.log_params(self.client, self.run_id, params)

@@ -96,9 +96,10 @@ def merge_key(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> str:
 def register_key(
     cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None, tracking_uri: str
 ) -> str:
+    """The alias is not in the key: moving it is a pointer move (register.assign_alias), not a version."""
     return stage_key(
         "register",
-        section(cfg.registry, {"tracking_uri", "enabled"}),
+        section(cfg.registry, {"tracking_uri", "enabled", "alias"}),
         [merged.fingerprint, evaluation.fingerprint if evaluation else ""],
         extra=tracking_uri,
     )

@@ -9,7 +9,7 @@ from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import parse_ref
-from ftcore.stages.common import reuse, stage_dir
+from ftcore.stages.common import check_tracking, reuse, stage_dir
 
 log = logging.getLogger("ftcore.stages")
 
@@ -42,6 +42,7 @@ def preflight(cfg: PipelineConfig) -> None:
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
     build_splits(cfg.data, dataset_dir)  # parses every row: file and row named on error
+    check_tracking(cfg)  # an unreachable MLflow server fails here, in seconds
     for stale in clean_stale_temps(cfg.workdir_path, older_than_s=STALE_TEMP_S):
         log.info("removed %s, left by a stage that was killed", stale)
 
