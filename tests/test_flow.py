@@ -34,7 +34,7 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job")
 
     first = finetune(cfg)
-    assert _states(first) == dict.fromkeys(STAGES, "Completed")
+    assert _states(first) == dict.fromkeys([*STAGES, "alias"], "Completed")
     metrics = first["artifacts"]["eval"]["metadata"]["metrics"]
     assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
 
@@ -42,7 +42,8 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     assert "| train | Completed |" in summary and "tuned/eval_loss" in summary
 
     second = finetune(cfg)
-    assert _states(second) == dict.fromkeys(STAGES, "Cached")
+    # every step from cache; moving the alias is an action, done again on every run
+    assert _states(second) == {**dict.fromkeys(STAGES, "Cached"), "alias": "Completed"}
     assert second["artifacts"] == first["artifacts"]
 
     third = finetune(cfg, overrides=["train.learning_rate=2e-3"])
@@ -50,6 +51,15 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     assert [states[s] for s in ("fetch_model", "fetch_dataset", "preprocess")] == ["Cached"] * 3
     assert [states[s] for s in ("train", "evaluate", "merge", "register")] == ["Completed"] * 4
     assert third["artifacts"]["registered"]["metadata"]["version"] == 2
+
+    # back to the first learning rate: everything from cache, and the alias back on version 1
+    fourth = finetune(cfg)
+    assert _states(fourth)["register"] == "Cached"
+    assert fourth["artifacts"]["registered"]["metadata"]["version"] == 1
+    from ftcore import registry, tracking
+
+    client = tracking.get_client(fourth["artifacts"]["registered"]["metadata"]["tracking_uri"])
+    assert registry.get_version_by_alias(client, "test-model", "candidate").version == "1"
 
 
 def test_cached_result_whose_files_are_gone_runs_again(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from ftcore.errors import ConfigError
 from ftcore.stages import plan, run_local, steps
 from tests.helpers import REPO, small_config
 
-FULL = ["fetch_model", "fetch_dataset", "preprocess", "train", "evaluate", "merge", "register"]
+FULL = ["fetch_model", "fetch_dataset", "preprocess", "train", "evaluate", "merge", "register", "alias"]
 
 
 def _names(planned) -> list[str]:

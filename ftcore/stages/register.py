@@ -103,7 +103,7 @@ def assign_alias(cfg: PipelineConfig, registered: Artifact) -> Artifact:
     """Point `registry.alias` at this version: cheap and uncached, so it runs on every pipeline run.
 
     Moving an alias is a pointer move, never a new version; a cached `register` result still gets the
-    alias back (the lead wires this as its own uncached step after `register`).
+    alias back (the step table runs it as its own uncached step after `register`).
     """
     from ftcore import registry
 

@@ -62,6 +62,7 @@ def _steps() -> tuple[Step, ...]:
     from ftcore import stages
     from ftcore.stages import keys
     from ftcore.stages.preprocess import resolve_template
+    from ftcore.stages.register import assign_alias, is_registered
     from ftcore.tracking import resolve_tracking_uri
 
     def preprocess_key(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> str:
@@ -116,6 +117,15 @@ def _steps() -> tuple[Step, ...]:
             enabled=registry_on,
             retries=2,
             retry_delay_s=5,
+            present=is_registered,
+        ),
+        # moving the alias is an action on every run, even when `register` came from cache
+        Step(
+            "alias",
+            assign_alias,
+            "registered",
+            ("registered",),
+            enabled=lambda cfg: registry_on(cfg) and bool(cfg.registry.alias),
         ),
     )
 
