@@ -21,7 +21,7 @@ ORDER = ("fetch", "preprocess", "train", "evaluate", "merge", "register")
 def preflight(cfg: PipelineConfig) -> None:
     """Fail in milliseconds on what would otherwise fail minutes in: names, files, rows, model refs."""
     from ftcore.builtin import BUILTINS
-    from ftcore.data.splits import build_splits
+    from ftcore.data.splits import check_datasets
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
     from ftcore.hub import resolve_model
@@ -42,7 +42,8 @@ def preflight(cfg: PipelineConfig) -> None:
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
-    build_splits(cfg.data, dataset_dir)  # parses every row: file and row named on error
+    # cheap: names, entries, files, first rows; fetch_dataset parses every row once, naming a bad one
+    check_datasets(cfg.data, dataset_dir)
     for stale in clean_stale_temps(cfg.workdir_path, older_than_s=STALE_TEMP_S):
         log.info("removed %s, left by a stage that was killed", stale)
 
