@@ -6,8 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+import datasets
 import pytest
 
+from ftcore.config.llamafactory import flat_to_nested
 from ftcore.config.sections import DataConfig
 from ftcore.data import (
     IGNORE_INDEX,
@@ -21,6 +23,8 @@ from ftcore.data import (
     load_rows,
     preprocess_sft,
 )
+from ftcore.data.processor import tokenize_split
+from ftcore.data.splits import check_datasets, row_features, save_split, write_splits
 from ftcore.errors import ConfigError, DataError
 
 
@@ -226,11 +230,12 @@ def test_rows_without_response_tokens_dropped(qwen_tok, caplog):
     # A long response next to a far longer prompt gets a zero share of a tiny budget (infer_seqlen).
     turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok " * 4}]
     long_prompt = {"messages": turns, "system": None}
-    with caplog.at_level(logging.WARNING):
-        out = preprocess_sft(
-            [long_prompt, ROW], qwen_tok, get_template("qwen"), cutoff_len=12, train_on_prompt=False
-        )
+    out = preprocess_sft([long_prompt, ROW], qwen_tok, get_template("qwen"), cutoff_len=12)
     assert len(out["input_ids"]) == 1
+    rows = datasets.Dataset.from_list([long_prompt, ROW], features=row_features())
+    with caplog.at_level(logging.WARNING):
+        tokenized = tokenize_split(rows, "sft", qwen_tok, get_template("qwen"), cutoff_len=12)
+    assert tokenized.to_dict() == out
     assert "dropped 1 of 2 rows" in caplog.text
 
 
@@ -282,3 +287,179 @@ def test_data_fingerprint_tracks_content_and_selection(tmp_path: Path):
     assert data_fingerprint(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
     (tmp_path / "d.json").write_text(json.dumps([{"instruction": "a", "output": "c"}]))
     assert data_fingerprint(cfg, tmp_path) != before
+
+
+# --- bad bytes, empty responses, degenerate splits -------------------------------------------
+
+
+def test_non_utf8_data_names_file_line_and_byte(tmp_path: Path):
+    good = json.dumps({"instruction": "a", "output": "b"}).encode()
+    (tmp_path / "d.json").write_bytes(b"[\n" + good + b",\n" + good[:-2] + b'\xe9"}\n]')
+    (tmp_path / "d.jsonl").write_bytes(good + b"\n" + good + b"\n" + b'{"instruction": "caf\xe9"}\n')
+    _write(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
+    offset = len(b"[\n" + good + b",\n" + good[:-2])
+    with pytest.raises(DataError, match=rf"d\.json: not valid UTF-8 at line 3 \(byte offset {offset}\)"):
+        load_rows(tmp_path, "j")
+    offset = 2 * (len(good) + 1) + len(b'{"instruction": "caf')
+    with pytest.raises(DataError, match=rf"d\.jsonl: not valid UTF-8 at line 3 \(byte offset {offset}\)"):
+        load_rows(tmp_path, "l")
+    with pytest.raises(DataError, match=r"d\.jsonl: not valid UTF-8 at line 3"):
+        check_datasets(DataConfig(dataset=["l"]), tmp_path)  # preflight reads the first rows
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path):
+    rows = [{"instruction": "é", "output": "b"}]
+    (tmp_path / "d.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows, ensure_ascii=False).encode())
+    (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows[0], ensure_ascii=False).encode())
+    _write(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
+    assert load_rows(tmp_path, "j") == load_rows(tmp_path, "l")
+    assert load_rows(tmp_path, "j")[0]["messages"][0]["content"] == "é"
+
+
+def test_all_empty_responses_are_an_error_some_a_warning(tmp_path: Path, caplog):
+    rows = [{"instruction": f"q{i}", "output": "" if i else " \n"} for i in range(3)]
+    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
+    with pytest.raises(DataError, match=r"dataset 'd' \(.*d\.json\): all 3 rows have an empty response"):
+        load_rows(tmp_path, "d")
+    rows[1]["output"] = "fine"
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    with caplog.at_level(logging.WARNING):
+        assert len(load_rows(tmp_path, "d")) == 3
+    assert "dataset 'd': 2 of 3 rows have an empty response (first: " in caplog.text
+    assert "d.json: row 0" in caplog.text
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]
+    _write(
+        tmp_path,
+        {"s": {"file_name": "s.json", "formatting": "sharegpt"}},
+        {"s.json": [{"conversations": turns}]},
+    )
+    with pytest.raises(DataError, match=r"dataset 's'.*all 1 rows have an empty response"):
+        build_splits(DataConfig(dataset=["s"]), tmp_path)
+
+
+def test_val_size_holding_out_most_rows_is_an_error(tmp_path: Path, data_dir: Path, caplog):
+    with pytest.raises(
+        ConfigError, match=r"data.val_size=0.99 holds out 297 of the 300 rows .* leaves 3 to train"
+    ):
+        build_splits(DataConfig(dataset=["demo_alpaca"], val_size=0.99), data_dir)
+    with pytest.raises(ConfigError, match=r"data\.val_size=0\.6"):
+        write_splits(DataConfig(dataset=["demo_alpaca"], val_size=0.6), data_dir, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        split = build_splits(DataConfig(dataset=["identity"], val_size=0.5), data_dir)
+    assert len(split["train"]) == 10
+    assert "data.val_size=0.5 leaves only 10 of 20 rows for training (10 held out)" in caplog.text
+
+
+# --- rows parsed once, into Arrow; tokenized in batches --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DataConfig(dataset=["demo_alpaca", "identity"], val_size=0.1, seed=7),
+        DataConfig(
+            dataset=["demo_alpaca", "demo_sharegpt"], eval_dataset=["demo_alpaca_eval"], max_samples=50
+        ),
+        DataConfig(dataset=["identity"]),
+    ],
+)
+def test_arrow_splits_hold_the_same_rows(tmp_path: Path, data_dir: Path, cfg: DataConfig):
+    counts = write_splits(cfg, data_dir, tmp_path)
+    expected = build_splits(cfg, data_dir)
+    for split in ("train", "eval"):
+        assert datasets.load_from_disk(str(tmp_path / split)).to_list() == expected[split]
+        assert counts[split] == len(expected[split])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "train"], "no staging files left"
+
+
+def test_max_samples_stops_reading_across_files(tmp_path: Path):
+    (tmp_path / "d").mkdir()
+    for i in range(3):
+        rows = [{"instruction": f"{i}-{j}", "output": "x"} for j in range(4)]
+        (tmp_path / "d" / f"{i}.json").write_text(json.dumps(rows))
+    (tmp_path / "d" / "3.json").write_text("not json at all")  # never read: the limit is reached first
+    _write(tmp_path, {"d": {"file_name": "d"}}, {})
+    assert [r["messages"][0]["content"] for r in load_rows(tmp_path, "d", max_samples=6)] == [
+        "0-0",
+        "0-1",
+        "0-2",
+        "0-3",
+        "1-0",
+        "1-1",
+    ]
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_tokenize_split_equals_the_processor(qwen_tok, data_dir: Path, num_proc):
+    rows = build_splits(DataConfig(dataset=["demo_alpaca", "demo_sharegpt"], max_samples=40), data_dir)[
+        "train"
+    ]
+    template = get_template("qwen")
+    expected = preprocess_sft(rows, qwen_tok, template, cutoff_len=48)
+    arrow = datasets.Dataset.from_list(rows, features=row_features())
+    got = tokenize_split(arrow, "sft", qwen_tok, template, cutoff_len=48, num_proc=num_proc)
+    assert got.to_dict() == expected
+
+
+def test_empty_splits_stay_loadable_datasets(tmp_path: Path, qwen_tok):
+    empty = datasets.Dataset.from_dict({"messages": [], "system": []}, features=row_features())
+    tokenized = tokenize_split(empty, "sft", qwen_tok, get_template("qwen"), cutoff_len=48)
+    save_split(tokenized, tmp_path / "eval")
+    loaded = datasets.load_from_disk(str(tmp_path / "eval"))
+    assert len(loaded) == 0 and loaded.column_names == ["input_ids", "attention_mask", "labels"]
+
+
+def test_preflight_check_is_cheap_and_fetch_names_the_row(tmp_path: Path, data_dir: Path):
+    rows = [{"instruction": "a", "output": "b"}] * 5 + [{"instruction": "a"}]
+    _write(tmp_path, {"d": {"file_name": "d.json"}, "l": {"file_name": "l.jsonl"}}, {"d.json": rows})
+    (tmp_path / "l.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    check_datasets(DataConfig(dataset=["d", "l"]), tmp_path)  # first rows only: row 5 is not read
+    with pytest.raises(DataError, match=r"d\.json: row 5: missing required column 'output'"):
+        write_splits(DataConfig(dataset=["d"]), tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out" / "train").exists()
+    with pytest.raises(ConfigError, match="'nope' is not in"):
+        check_datasets(DataConfig(dataset=["d"], eval_dataset=["nope"]), tmp_path)
+    (tmp_path / "l.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3}\n')
+    with pytest.raises(DataError, match=r"l\.jsonl: line 2: .*'instruction' must be a string"):
+        check_datasets(DataConfig(dataset=["l"]), tmp_path)
+    _write(tmp_path, {"gone": {"file_name": "gone.json"}}, {})
+    with pytest.raises(DataError, match=r"gone\.json does not exist"):
+        check_datasets(DataConfig(dataset=["gone"]), tmp_path)
+
+
+def test_rows_are_parsed_once_per_fresh_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ftcore import stages
+    from ftcore.data import loader
+    from tests.helpers import small_config
+
+    rows = [{"instruction": f"{tmp_path.name} {i}", "output": f"answer {i}"} for i in range(40)]
+    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
+    reads: list[str] = []
+    read_records = loader._read_records
+
+    def counting(path):
+        reads.append(Path(path).name)
+        yield from read_records(path)
+
+    monkeypatch.setattr(loader, "_read_records", counting)
+    cfg = small_config(
+        tmp_path / "job",
+        f"data.dataset_dir={tmp_path}",
+        "data.dataset=d",
+        "data.eval_dataset=[]",
+        "data.val_size=0.25",
+    )
+    stages.preflight(cfg)
+    model = stages.fetch_model(cfg)
+    dataset = stages.fetch_dataset(cfg)
+    tokenized = stages.preprocess(cfg, model, dataset)
+    assert reads == ["d.json"]
+    assert tokenized.metadata["train_examples"] == 30 and tokenized.metadata["eval_examples"] == 10
+    eval_rows = (Path(tokenized.path) / "eval_rows.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in eval_rows] == build_splits(cfg.data, tmp_path)["eval"]
+
+
+def test_llamafactory_preprocessing_num_workers_is_used():
+    nested = flat_to_nested({"dataset": "d", "preprocessing_num_workers": 4})
+    assert nested["data"]["preprocessing_num_workers"] == 4
+    assert DataConfig(**nested["data"]).preprocessing_num_workers == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,27 @@ def preprocess_sft(
     return out
 
 
+@dataclass(frozen=True)
+class Processor:
+    """A stage's rows -> features function, and the Arrow type of each list column it makes (declared,
+    so an empty split is still a dataset with columns)."""
+
+    encode: Callable[..., dict[str, list]]
+    columns: dict[str, str]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, list]:
+        return self.encode(*args, **kwargs)
+
+    def features(self) -> Any:
+        from datasets import Features, List, Value
+
+        return Features({name: List(Value(dtype)) for name, dtype in self.columns.items()})
+
+
 # Stage name -> processor. Later stages (pt, pairwise, kto) add entries; nothing dispatches by if/elif.
-PROCESSORS: dict[str, Callable[..., dict[str, list]]] = {"sft": preprocess_sft}
+PROCESSORS: dict[str, Processor] = {
+    "sft": Processor(preprocess_sft, {"input_ids": "int32", "attention_mask": "int8", "labels": "int64"}),
+}
 
 
 def tokenize_split(
@@ -94,6 +114,10 @@ def tokenize_split(
     and `num_proc` processes; the ids do not depend on num_proc. Its files go to `work_dir` (else
     datasets' cache next to `rows`); `fingerprint` spares datasets hashing the tokenizer."""
     process = PROCESSORS[stage]
+    if len(rows) == 0:  # datasets.map would return a dataset without columns
+        from datasets import Dataset
+
+        return Dataset.from_dict({name: [] for name in process.columns}, features=process.features())
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         batch_rows = [
@@ -113,6 +137,7 @@ def tokenize_split(
         batch_size=1000,
         num_proc=min(workers, len(rows)) if workers else None,
         remove_columns=rows.column_names,
+        features=process.features(),
         load_from_cache_file=False,
         new_fingerprint=fingerprint,
         desc=f"tokenizing {len(rows)} rows",

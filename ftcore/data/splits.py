@@ -93,11 +93,16 @@ def write_splits(cfg: DataConfig, dataset_dir: Path, out: Path) -> dict[str, int
         else:
             train, evals = train.select(picked[0]), train.select(picked[1])
     counts = {"train": len(train), "eval": len(evals)}
-    train.save_to_disk(str(Path(out) / "train"))
-    evals.save_to_disk(str(Path(out) / "eval"))
+    save_split(train, Path(out) / "train")
+    save_split(evals, Path(out) / "eval")
     del train, evals
     shutil.rmtree(staging)
     return counts
+
+
+def save_split(split: Any, path: Path) -> None:
+    """save_to_disk that keeps an empty split loadable (datasets writes no shard for 0 rows)."""
+    split.save_to_disk(str(path), num_shards=1 if len(split) == 0 else None)
 
 
 def _write_rows(names: list[str], dataset_dir: Path, max_samples: int | None, path: Path) -> Any:

@@ -44,6 +44,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
     import datasets
 
     from ftcore.data.processor import tokenize_split
+    from ftcore.data.splits import save_split
     from ftcore.data.template import get_template
     from ftcore.modeling import load_tokenizer
 
@@ -72,7 +73,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
                 work_dir=tmp / f".map-{split}",
                 fingerprint=fingerprints[split][:32],
             )
-            tokenized.save_to_disk(str(tmp / split))
+            save_split(tokenized, tmp / split)
             counts[split] = len(tokenized)
             del tokenized
             shutil.rmtree(tmp / f".map-{split}", ignore_errors=True)
