@@ -24,7 +24,7 @@ from ftcore.data import (
     preprocess_sft,
 )
 from ftcore.data.processor import tokenize_split
-from ftcore.data.splits import check_datasets, row_features, save_split, write_splits
+from ftcore.data.splits import row_features, save_split, write_splits
 from ftcore.errors import ConfigError, DataError
 
 
@@ -303,8 +303,6 @@ def test_non_utf8_data_names_file_line_and_byte(tmp_path: Path):
     offset = 2 * (len(good) + 1) + len(b'{"instruction": "caf')
     with pytest.raises(DataError, match=rf"d\.jsonl: not valid UTF-8 at line 3 \(byte offset {offset}\)"):
         load_rows(tmp_path, "l")
-    with pytest.raises(DataError, match=r"d\.jsonl: not valid UTF-8 at line 3"):
-        check_datasets(DataConfig(dataset=["l"]), tmp_path)  # preflight reads the first rows
 
 
 def test_utf8_bom_is_accepted(tmp_path: Path):
@@ -409,22 +407,21 @@ def test_empty_splits_stay_loadable_datasets(tmp_path: Path, qwen_tok):
     assert len(loaded) == 0 and loaded.column_names == ["input_ids", "attention_mask", "labels"]
 
 
-def test_preflight_check_is_cheap_and_fetch_names_the_row(tmp_path: Path, data_dir: Path):
-    rows = [{"instruction": "a", "output": "b"}] * 5 + [{"instruction": "a"}]
-    _write(tmp_path, {"d": {"file_name": "d.json"}, "l": {"file_name": "l.jsonl"}}, {"d.json": rows})
-    (tmp_path / "l.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    check_datasets(DataConfig(dataset=["d", "l"]), tmp_path)  # first rows only: row 5 is not read
+def test_bad_row_fails_preflight_naming_it_and_leaves_nothing(tmp_path: Path):
+    from ftcore import stages
+    from ftcore.builtin import ftflow_home
+    from tests.helpers import small_config
+
+    rows = [{"instruction": f"{tmp_path.name} {i}", "output": "b"} for i in range(5)] + [{"instruction": "a"}]
+    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
+    cfg = small_config(
+        tmp_path / "job", f"data.dataset_dir={tmp_path}", "data.dataset=d", "data.eval_dataset=[]"
+    )
+    cached = set((ftflow_home() / "datasets").glob("*"))
     with pytest.raises(DataError, match=r"d\.json: row 5: missing required column 'output'"):
-        write_splits(DataConfig(dataset=["d"]), tmp_path, tmp_path / "out")
-    assert not (tmp_path / "out" / "train").exists()
-    with pytest.raises(ConfigError, match="'nope' is not in"):
-        check_datasets(DataConfig(dataset=["d"], eval_dataset=["nope"]), tmp_path)
-    (tmp_path / "l.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3}\n')
-    with pytest.raises(DataError, match=r"l\.jsonl: line 2: .*'instruction' must be a string"):
-        check_datasets(DataConfig(dataset=["l"]), tmp_path)
-    _write(tmp_path, {"gone": {"file_name": "gone.json"}}, {})
-    with pytest.raises(DataError, match=r"gone\.json does not exist"):
-        check_datasets(DataConfig(dataset=["gone"]), tmp_path)
+        stages.preflight(cfg)
+    assert not (tmp_path / "job").exists()
+    assert set((ftflow_home() / "datasets").glob("*")) == cached, "no half dataset left in the cache"
 
 
 def test_rows_are_parsed_once_per_fresh_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -169,25 +169,6 @@ def _report_empty_responses(name: str, files: list[Path], count: int, empty: int
     )
 
 
-def check_first_rows(dataset_dir: Path, name: str, rows: int = 3) -> None:
-    """Cheap validation for preflight: the entry, its files, and the first rows of each .jsonl file.
-
-    A .json file is one document, so checking its first row means parsing all of it: fetch_dataset
-    does that once, before any heavy work, and names the file and row of a bad one.
-    """
-    info = load_dataset_info(dataset_dir)
-    convert = _converter(dataset_entry(dataset_dir, name, info))
-    for file in dataset_files(dataset_dir, name, info):
-        if file.suffix != ".jsonl":
-            continue
-        for i, (where, raw) in enumerate(_read_records(file)):
-            if i >= rows:
-                break
-            if not isinstance(raw, dict):
-                raise DataError(f"{where}: expected an object, got {type(raw).__name__}")
-            convert(raw, where)
-
-
 def _read_records(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, record) pairs; the location reads `file: row N` (.json) or `file: line N` (.jsonl)."""
     if path.suffix == ".jsonl":

@@ -1,8 +1,8 @@
 """Train / eval rows for a job: which rows go where, their fingerprints, and their Arrow copy.
 
 Rows are parsed and validated once, by fetch_dataset (write_splits), into Arrow datasets that later
-steps read memory-mapped; preflight only checks what is cheap (check_datasets). Each split has its
-own fingerprint, so choosing other eval rows changes nothing that depends on the train rows.
+steps read memory-mapped. Each split has its own fingerprint, computed from the files without
+parsing them, so choosing other eval rows changes nothing that depends on the train rows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from ftcore.artifacts import fingerprint_file, hash_json
 from ftcore.config.sections import DataConfig
-from ftcore.data.loader import check_first_rows, dataset_entry, dataset_files, iter_rows, load_dataset_info
+from ftcore.data.loader import dataset_entry, dataset_files, iter_rows, load_dataset_info
 from ftcore.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,6 @@ def _write_rows(names: list[str], dataset_dir: Path, max_samples: int | None, pa
         if batch:
             writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
     return datasets.Dataset.from_file(str(path))
-
-
-def check_datasets(cfg: DataConfig, dataset_dir: Path) -> None:
-    """Preflight's cheap check: names, dataset_info entries, files and the first rows of .jsonl files."""
-    for name in dict.fromkeys([*cfg.dataset, *cfg.eval_dataset]):
-        check_first_rows(dataset_dir, name)
 
 
 def _sources(names: list[str], dataset_dir: Path, info: dict[str, Any]) -> dict[str, Any]:

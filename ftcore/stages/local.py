@@ -21,10 +21,10 @@ ORDER = ("fetch", "preprocess", "train", "evaluate", "merge", "register")
 def preflight(cfg: PipelineConfig) -> None:
     """Fail in milliseconds on what would otherwise fail minutes in: names, files, rows, model refs."""
     from ftcore.builtin import BUILTINS
-    from ftcore.data.splits import check_datasets
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
     from ftcore.hub import resolve_model
+    from ftcore.stages.fetch import fetch_dataset
 
     if cfg.data.template:
         get_template(cfg.data.template)
@@ -42,8 +42,9 @@ def preflight(cfg: PipelineConfig) -> None:
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
-    # cheap: names, entries, files, first rows; fetch_dataset parses every row once, naming a bad one
-    check_datasets(cfg.data, dataset_dir)
+    # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
+    # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)
+    fetch_dataset(cfg)
     for stale in clean_stale_temps(cfg.workdir_path, older_than_s=STALE_TEMP_S):
         log.info("removed %s, left by a stage that was killed", stale)
 
