@@ -460,3 +460,23 @@ def test_llamafactory_preprocessing_num_workers_is_used():
     nested = flat_to_nested({"dataset": "d", "preprocessing_num_workers": 4})
     assert nested["data"]["preprocessing_num_workers"] == 4
     assert DataConfig(**nested["data"]).preprocessing_num_workers == 4
+
+
+def test_cutoff_that_drops_every_training_row_is_an_error(tmp_path: Path):
+    from ftcore import stages
+    from tests.helpers import small_config
+
+    rows = [{"instruction": f"{tmp_path.name} " + "word " * 300, "output": "ok ok ok ok"}] * 3
+    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
+    cfg = small_config(
+        tmp_path / "job",
+        f"data.dataset_dir={tmp_path}",
+        "data.dataset=d",
+        "data.eval_dataset=[]",
+        "data.cutoff_len=9",
+    )
+    model = stages.fetch_model(cfg)
+    with pytest.raises(
+        DataError, match=r"data.cutoff_len=9: none of the 3 training rows keeps a response token"
+    ):
+        stages.preprocess(cfg, model, stages.fetch_dataset(cfg))

@@ -14,7 +14,7 @@ from pathlib import Path
 from ftcore.artifacts import Artifact, atomic_dir, output_fingerprint, write_manifest
 from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.errors import ConfigError
+from ftcore.errors import ConfigError, DataError
 from ftcore.stages.common import reuse
 from ftcore.stages.keys import preprocess_key, tokenized_fingerprints
 
@@ -73,6 +73,11 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
                 work_dir=tmp / f".map-{split}",
                 fingerprint=fingerprints[split][:32],
             )
+            if split == "train" and len(rows) and not len(tokenized):
+                raise DataError(
+                    f"data.cutoff_len={cfg.data.cutoff_len}: none of the {len(rows)} training rows keeps a "
+                    f"response token within it ({', '.join(cfg.data.dataset)}); raise cutoff_len"
+                )
             save_split(tokenized, tmp / split)
             counts[split] = len(tokenized)
             del tokenized
