@@ -16,7 +16,6 @@ from ftcore.data import (
     PROCESSORS,
     SFTCollator,
     build_splits,
-    data_fingerprint,
     get_template,
     infer_seqlen,
     load_dataset_info,
@@ -24,7 +23,7 @@ from ftcore.data import (
     preprocess_sft,
 )
 from ftcore.data.processor import tokenize_split
-from ftcore.data.splits import row_features, save_split, write_splits
+from ftcore.data.splits import row_features, save_split, split_fingerprints, write_splits
 from ftcore.errors import ConfigError, DataError
 
 
@@ -279,14 +278,22 @@ def test_eval_dataset_and_no_eval(data_dir: Path):
     }
 
 
-def test_data_fingerprint_tracks_content_and_selection(tmp_path: Path):
-    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": [{"instruction": "a", "output": "b"}]})
-    cfg = DataConfig(dataset=["d"])
-    before = data_fingerprint(cfg, tmp_path)
-    assert data_fingerprint(cfg, tmp_path) == before
-    assert data_fingerprint(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
+def test_split_fingerprints_track_content_and_selection_per_split(tmp_path: Path):
+    _write(
+        tmp_path,
+        {"d": {"file_name": "d.json"}, "e": {"file_name": "e.json"}},
+        {"d.json": [{"instruction": "a", "output": "b"}], "e.json": [{"instruction": "x", "output": "y"}]},
+    )
+    cfg = DataConfig(dataset=["d"], eval_dataset=["e"])
+    before = split_fingerprints(cfg, tmp_path)
+    assert split_fingerprints(cfg, tmp_path) == before
+    assert split_fingerprints(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
+    (tmp_path / "e.json").write_text(json.dumps([{"instruction": "x", "output": "z"}]))
+    after_eval = split_fingerprints(cfg, tmp_path)
+    assert after_eval["train"] == before["train"] and after_eval["eval"] != before["eval"]
     (tmp_path / "d.json").write_text(json.dumps([{"instruction": "a", "output": "c"}]))
-    assert data_fingerprint(cfg, tmp_path) != before
+    after_train = split_fingerprints(cfg, tmp_path)
+    assert after_train["train"] != before["train"] and after_train["eval"] == after_eval["eval"]
 
 
 # --- bad bytes, empty responses, degenerate splits -------------------------------------------

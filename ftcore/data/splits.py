@@ -150,8 +150,3 @@ def split_fingerprints(cfg: DataConfig, dataset_dir: Path) -> dict[str, str]:
     else:
         evals = {"empty": True}
     return {"train": hash_json(train), "eval": hash_json(evals)}
-
-
-def data_fingerprint(cfg: DataConfig, dataset_dir: Path) -> str:
-    """Hash of what both splits' rows depend on (see split_fingerprints)."""
-    return hash_json(split_fingerprints(cfg, dataset_dir))

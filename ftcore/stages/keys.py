@@ -28,6 +28,7 @@ TRAIN_NOT_IN_KEY = {
     "logging_steps",
     "save_steps",
     "save_total_limit",
+    "keep_checkpoints",  # what is pruned after training (h-train's field; ignored until it lands)
     "per_device_eval_batch_size",
 }
 
