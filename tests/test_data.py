@@ -288,6 +288,12 @@ def test_split_fingerprints_track_content_and_selection_per_split(tmp_path: Path
     before = split_fingerprints(cfg, tmp_path)
     assert split_fingerprints(cfg, tmp_path) == before
     assert split_fingerprints(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
+    swapped = split_fingerprints(DataConfig(dataset=["e", "d"], eval_dataset=["e"]), tmp_path)
+    assert (
+        swapped["train"]
+        != split_fingerprints(DataConfig(dataset=["d", "e"], eval_dataset=["e"]), tmp_path)["train"]
+    )
+    assert split_fingerprints(DataConfig(dataset=["d", "d"]), tmp_path)["train"] != before["train"]
     (tmp_path / "e.json").write_text(json.dumps([{"instruction": "x", "output": "z"}]))
     after_eval = split_fingerprints(cfg, tmp_path)
     assert after_eval["train"] == before["train"] and after_eval["eval"] != before["eval"]

@@ -123,15 +123,16 @@ def _write_rows(names: list[str], dataset_dir: Path, max_samples: int | None, pa
     return datasets.Dataset.from_file(str(path))
 
 
-def _sources(names: list[str], dataset_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """The dataset_info entries of `names` and their files' full hashes."""
-    return {
-        name: {
-            "entry": dataset_entry(dataset_dir, name, info),
-            "files": [[f.name, fingerprint_file(f)] for f in dataset_files(dataset_dir, name, info)],
-        }
+def _sources(names: list[str], dataset_dir: Path, info: dict[str, Any]) -> list[Any]:
+    """In order (it is the rows' order): each dataset's name, dataset_info entry and files' hashes."""
+    return [
+        [
+            name,
+            dataset_entry(dataset_dir, name, info),
+            [[f.name, fingerprint_file(f)] for f in dataset_files(dataset_dir, name, info)],
+        ]
         for name in names
-    }
+    ]
 
 
 def split_fingerprints(cfg: DataConfig, dataset_dir: Path) -> dict[str, str]:
