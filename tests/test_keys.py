@@ -123,6 +123,12 @@ def test_data_file_edits_move_only_their_split(tmp_path: Path, workdir, model) -
     assert _moved(after_eval, _keys(cfg, model)) == {"fetch_dataset", "preprocess", "train"}
 
 
+def test_naming_the_model_s_own_template_changes_nothing(workdir, model, base) -> None:
+    assert model.metadata["template"], "the built-in declares its template"
+    explicit = _keys(small_config(workdir, f"data.template={model.metadata['template']}"), model)
+    assert _moved(base, explicit) == set()
+
+
 def test_template_definition_not_name_keys_preprocess(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workdir, model, base
 ) -> None:
