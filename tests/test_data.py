@@ -9,7 +9,6 @@ from pathlib import Path
 import datasets
 import pytest
 
-from ftcore.config.llamafactory import flat_to_nested
 from ftcore.config.sections import DataConfig
 from ftcore.data import (
     IGNORE_INDEX,
@@ -23,15 +22,9 @@ from ftcore.data import (
     preprocess_sft,
 )
 from ftcore.data.processor import tokenize_split
-from ftcore.data.splits import row_features, save_split, split_fingerprints, write_splits
+from ftcore.data.splits import row_features, split_fingerprints, write_splits
 from ftcore.errors import ConfigError, DataError
-
-
-def _write(tmp: Path, info: dict, files: dict[str, object]) -> Path:
-    (tmp / "dataset_info.json").write_text(json.dumps(info))
-    for name, content in files.items():
-        (tmp / name).write_text(content if isinstance(content, str) else json.dumps(content))
-    return tmp
+from tests.helpers import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,7 @@ def test_alpaca_columns_history_and_jsonl(tmp_path: Path):
         {"q": "Add", "ctx": "1 + 2", "a": "3"},
     ]
     columns = {"prompt": "q", "query": "ctx", "response": "a", "system": "sys", "history": "hist"}
-    _write(
+    write_dataset(
         tmp_path,
         {"d": {"file_name": "d.jsonl", "columns": columns}},
         {"d.jsonl": "\n".join(json.dumps(r) for r in rows) + "\n\n"},
@@ -104,7 +97,7 @@ def test_sharegpt_tags_and_openai_messages(tmp_path: Path):
         },
         "openai": {"file_name": "o.json", "formatting": "sharegpt"},
     }
-    _write(tmp_path, info, {"c.json": custom, "o.json": openai})
+    write_dataset(tmp_path, info, {"c.json": custom, "o.json": openai})
     expected = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     assert load_rows(tmp_path, "custom") == [{"messages": expected, "system": "sys"}]
     assert load_rows(tmp_path, "openai") == [{"messages": expected, "system": "S"}]
@@ -124,13 +117,13 @@ def test_unknown_dataset_names_file(data_dir: Path):
 
 
 def test_missing_data_file(tmp_path: Path):
-    _write(tmp_path, {"d": {"file_name": "gone.json"}}, {})
+    write_dataset(tmp_path, {"d": {"file_name": "gone.json"}}, {})
     with pytest.raises(DataError, match=r"dataset 'd'.*gone.json"):
         load_rows(tmp_path, "d")
 
 
 def test_malformed_json_line(tmp_path: Path):
-    _write(
+    write_dataset(
         tmp_path,
         {"a": {"file_name": "a.json"}, "b": {"file_name": "b.jsonl"}},
         {
@@ -155,7 +148,7 @@ def test_malformed_json_line(tmp_path: Path):
 )
 def test_bad_alpaca_row_names_file_and_row(tmp_path: Path, row, message):
     good = {"instruction": "a", "output": "b"}
-    _write(
+    write_dataset(
         tmp_path,
         {"d": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}},
         {"d.json": [good, good, row], "d.jsonl": f"{json.dumps(good)}\n{json.dumps(row)}\n"},
@@ -178,7 +171,7 @@ def test_bad_alpaca_row_names_file_and_row(tmp_path: Path, row, message):
 def test_bad_role_order_names_file_and_row(tmp_path: Path, turns, message):
     good = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     bad = {"conversations": [{"from": f, "value": v} for f, v in turns]}
-    _write(tmp_path, {"d": {"file_name": "d.json", "formatting": "sharegpt"}}, {"d.json": [good, bad]})
+    write_dataset(tmp_path, {"d": {"file_name": "d.json", "formatting": "sharegpt"}}, {"d.json": [good, bad]})
     with pytest.raises(DataError, match=rf"d\.json: row 1: .*{message}"):
         load_rows(tmp_path, "d")
 
@@ -279,7 +272,7 @@ def test_eval_dataset_and_no_eval(data_dir: Path):
 
 
 def test_split_fingerprints_track_content_and_selection_per_split(tmp_path: Path):
-    _write(
+    write_dataset(
         tmp_path,
         {"d": {"file_name": "d.json"}, "e": {"file_name": "e.json"}},
         {"d.json": [{"instruction": "a", "output": "b"}], "e.json": [{"instruction": "x", "output": "y"}]},
@@ -309,7 +302,7 @@ def test_non_utf8_data_names_file_line_and_byte(tmp_path: Path):
     good = json.dumps({"instruction": "a", "output": "b"}).encode()
     (tmp_path / "d.json").write_bytes(b"[\n" + good + b",\n" + good[:-2] + b'\xe9"}\n]')
     (tmp_path / "d.jsonl").write_bytes(good + b"\n" + good + b"\n" + b'{"instruction": "caf\xe9"}\n')
-    _write(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
+    write_dataset(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
     offset = len(b"[\n" + good + b",\n" + good[:-2])
     with pytest.raises(DataError, match=rf"d\.json: not valid UTF-8 at line 3 \(byte offset {offset}\)"):
         load_rows(tmp_path, "j")
@@ -322,14 +315,14 @@ def test_utf8_bom_is_accepted(tmp_path: Path):
     rows = [{"instruction": "é", "output": "b"}]
     (tmp_path / "d.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows, ensure_ascii=False).encode())
     (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows[0], ensure_ascii=False).encode())
-    _write(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
+    write_dataset(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
     assert load_rows(tmp_path, "j") == load_rows(tmp_path, "l")
     assert load_rows(tmp_path, "j")[0]["messages"][0]["content"] == "é"
 
 
 def test_all_empty_responses_are_an_error_some_a_warning(tmp_path: Path, caplog):
     rows = [{"instruction": f"q{i}", "output": "" if i else " \n"} for i in range(3)]
-    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
+    write_dataset(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
     with pytest.raises(DataError, match=r"dataset 'd' \(.*d\.json\): all 3 rows have an empty response"):
         load_rows(tmp_path, "d")
     rows[1]["output"] = "fine"
@@ -339,7 +332,7 @@ def test_all_empty_responses_are_an_error_some_a_warning(tmp_path: Path, caplog)
     assert "dataset 'd': 2 of 3 rows have an empty response (first: " in caplog.text
     assert "d.json: row 0" in caplog.text
     turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]
-    _write(
+    write_dataset(
         tmp_path,
         {"s": {"file_name": "s.json", "formatting": "sharegpt"}},
         {"s.json": [{"conversations": turns}]},
@@ -359,137 +352,3 @@ def test_val_size_holding_out_most_rows_is_an_error(tmp_path: Path, data_dir: Pa
         split = build_splits(DataConfig(dataset=["identity"], val_size=0.5), data_dir)
     assert len(split["train"]) == 10
     assert "data.val_size=0.5 leaves only 10 of 20 rows for training (10 held out)" in caplog.text
-
-
-# --- rows parsed once, into Arrow; tokenized in batches --------------------------------------
-
-
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        DataConfig(dataset=["demo_alpaca", "identity"], val_size=0.1, seed=7),
-        DataConfig(
-            dataset=["demo_alpaca", "demo_sharegpt"], eval_dataset=["demo_alpaca_eval"], max_samples=50
-        ),
-        DataConfig(dataset=["identity"]),
-    ],
-)
-def test_arrow_splits_hold_the_same_rows(tmp_path: Path, data_dir: Path, cfg: DataConfig):
-    counts = write_splits(cfg, data_dir, tmp_path)
-    expected = build_splits(cfg, data_dir)
-    for split in ("train", "eval"):
-        assert datasets.load_from_disk(str(tmp_path / split)).to_list() == expected[split]
-        assert counts[split] == len(expected[split])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "train"], "no staging files left"
-
-
-def test_max_samples_stops_reading_across_files(tmp_path: Path):
-    (tmp_path / "d").mkdir()
-    for i in range(3):
-        rows = [{"instruction": f"{i}-{j}", "output": "x"} for j in range(4)]
-        (tmp_path / "d" / f"{i}.json").write_text(json.dumps(rows))
-    (tmp_path / "d" / "3.json").write_text("not json at all")  # never read: the limit is reached first
-    _write(tmp_path, {"d": {"file_name": "d"}}, {})
-    assert [r["messages"][0]["content"] for r in load_rows(tmp_path, "d", max_samples=6)] == [
-        "0-0",
-        "0-1",
-        "0-2",
-        "0-3",
-        "1-0",
-        "1-1",
-    ]
-
-
-@pytest.mark.parametrize("num_proc", [None, 2])
-def test_tokenize_split_equals_the_processor(qwen_tok, data_dir: Path, num_proc):
-    rows = build_splits(DataConfig(dataset=["demo_alpaca", "demo_sharegpt"], max_samples=40), data_dir)[
-        "train"
-    ]
-    template = get_template("qwen")
-    expected = preprocess_sft(rows, qwen_tok, template, cutoff_len=48)
-    arrow = datasets.Dataset.from_list(rows, features=row_features())
-    got = tokenize_split(arrow, "sft", qwen_tok, template, cutoff_len=48, num_proc=num_proc)
-    assert got.to_dict() == expected
-
-
-def test_empty_splits_stay_loadable_datasets(tmp_path: Path, qwen_tok):
-    empty = datasets.Dataset.from_dict({"messages": [], "system": []}, features=row_features())
-    tokenized = tokenize_split(empty, "sft", qwen_tok, get_template("qwen"), cutoff_len=48)
-    save_split(tokenized, tmp_path / "eval")
-    loaded = datasets.load_from_disk(str(tmp_path / "eval"))
-    assert len(loaded) == 0 and loaded.column_names == ["input_ids", "attention_mask", "labels"]
-
-
-def test_bad_row_fails_preflight_naming_it_and_leaves_nothing(tmp_path: Path):
-    from ftcore import stages
-    from ftcore.builtin import ftflow_home
-    from tests.helpers import small_config
-
-    rows = [{"instruction": f"{tmp_path.name} {i}", "output": "b"} for i in range(5)] + [{"instruction": "a"}]
-    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
-    cfg = small_config(
-        tmp_path / "job", f"data.dataset_dir={tmp_path}", "data.dataset=d", "data.eval_dataset=[]"
-    )
-    cached = set((ftflow_home() / "datasets").glob("*"))
-    with pytest.raises(DataError, match=r"d\.json: row 5: missing required column 'output'"):
-        stages.preflight(cfg)
-    assert not (tmp_path / "job").exists()
-    assert set((ftflow_home() / "datasets").glob("*")) == cached, "no half dataset left in the cache"
-
-
-def test_rows_are_parsed_once_per_fresh_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from ftcore import stages
-    from ftcore.data import loader
-    from tests.helpers import small_config
-
-    rows = [{"instruction": f"{tmp_path.name} {i}", "output": f"answer {i}"} for i in range(40)]
-    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
-    reads: list[str] = []
-    read_records = loader._read_records
-
-    def counting(path):
-        reads.append(Path(path).name)
-        yield from read_records(path)
-
-    monkeypatch.setattr(loader, "_read_records", counting)
-    cfg = small_config(
-        tmp_path / "job",
-        f"data.dataset_dir={tmp_path}",
-        "data.dataset=d",
-        "data.eval_dataset=[]",
-        "data.val_size=0.25",
-    )
-    stages.preflight(cfg)
-    model = stages.fetch_model(cfg)
-    dataset = stages.fetch_dataset(cfg)
-    tokenized = stages.preprocess(cfg, model, dataset)
-    assert reads == ["d.json"]
-    assert tokenized.metadata["train_examples"] == 30 and tokenized.metadata["eval_examples"] == 10
-    eval_rows = (Path(tokenized.path) / "eval_rows.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in eval_rows] == build_splits(cfg.data, tmp_path)["eval"]
-
-
-def test_llamafactory_preprocessing_num_workers_is_used():
-    nested = flat_to_nested({"dataset": "d", "preprocessing_num_workers": 4})
-    assert nested["data"]["preprocessing_num_workers"] == 4
-    assert DataConfig(**nested["data"]).preprocessing_num_workers == 4
-
-
-def test_cutoff_that_drops_every_training_row_is_an_error(tmp_path: Path):
-    from ftcore import stages
-    from tests.helpers import small_config
-
-    rows = [{"instruction": f"{tmp_path.name} " + "word " * 300, "output": "ok ok ok ok"}] * 3
-    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
-    cfg = small_config(
-        tmp_path / "job",
-        f"data.dataset_dir={tmp_path}",
-        "data.dataset=d",
-        "data.eval_dataset=[]",
-        "data.cutoff_len=9",
-    )
-    model = stages.fetch_model(cfg)
-    with pytest.raises(
-        DataError, match=r"data.cutoff_len=9: none of the 3 training rows keeps a response token"
-    ):
-        stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
