@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field
 import ftcore
 
 MANIFEST = "ftflow-manifest.json"
-_BIG_FILE = 64 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
@@ -43,41 +42,59 @@ def hash_json(value: Any) -> str:
 
 
 def fingerprint_file(path: Path) -> str:
-    """sha256 of a file; files over 64 MiB hash their size plus first and last MiB (weights are big)."""
+    """sha256 of a file's whole content, streamed: a change anywhere in a weight file changes it."""
     digest = hashlib.sha256()
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        if size <= _BIG_FILE:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
-        else:
-            digest.update(str(size).encode())
-            digest.update(handle.read(_CHUNK))
-            handle.seek(size - _CHUNK)
-            digest.update(handle.read(_CHUNK))
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
-def fingerprint_path(path: Path, ignore: tuple[str, ...] = (MANIFEST,)) -> str:
-    """Content hash of a file or a directory tree (relative names + file hashes)."""
-    path = Path(path)
-    if path.is_file():
-        return fingerprint_file(path)
-    digest = hashlib.sha256()
+def _files(path: Path, ignore: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(relative name, file) of a tree, sorted; skips `ignore`d top-level names and hidden paths."""
+    found = []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
         if rel.split("/")[0] in ignore or "/." in f"/{rel}":
             continue
+        found.append((rel, file))
+    return found
+
+
+def fingerprint_path(path: Path, ignore: tuple[str, ...] = (MANIFEST,)) -> str:
+    """Content hash of a file or a directory tree (relative names + full file hashes)."""
+    path = Path(path)
+    if path.is_file():
+        return fingerprint_file(path)
+    digest = hashlib.sha256()
+    for rel, file in _files(path, ignore):
         digest.update(rel.encode())
         digest.update(fingerprint_file(file).encode())
     return digest.hexdigest()
 
 
-def stage_key(stage: str, config: Any, inputs: list[str], extra: Any = None) -> str:
-    """Cache key of a stage: its config section, its inputs' fingerprints and the ftflow version."""
-    return hash_json(
-        {"stage": stage, "config": config, "inputs": inputs, "extra": extra, "v": ftcore.__version__}
-    )
+def content_listing(path: Path, ignore: tuple[str, ...] = (MANIFEST,)) -> list[list[Any]]:
+    """[relative name, size, sha256] of every file under `path`: the full record of what is there."""
+    return [[rel, file.stat().st_size, fingerprint_file(file)] for rel, file in _files(Path(path), ignore)]
+
+
+def output_fingerprint(key: str, path: Path) -> str:
+    """Fingerprint of a step's own output: its key plus the full listing of what it wrote.
+
+    The key carries the step's version and its inputs, so equal bytes made by different code or from
+    different inputs still count as different results downstream."""
+    return hash_json({"key": key, "files": content_listing(path)})
+
+
+def stage_key(
+    stage: str, config: Any, inputs: list[str], extra: Any = None, version: int | None = None
+) -> str:
+    """Cache key of a stage: its config section, its inputs' fingerprints, the stage's own version
+    (bumped with its code, see ftcore.step_versions) and the ftflow version."""
+    parts = {"stage": stage, "config": config, "inputs": inputs, "extra": extra, "v": ftcore.__version__}
+    if version is not None:
+        parts["step_version"] = version
+    return hash_json(parts)
 
 
 def read_manifest(path: str | Path) -> Artifact | None:
@@ -94,9 +111,10 @@ def read_manifest(path: str | Path) -> Artifact | None:
 def is_present(artifact: Artifact) -> bool:
     """Whether an artifact's files are still there, e.g. before trusting an orchestrator's cache.
 
-    Stage outputs are finished while their manifest exists (beside the files, or one level up for a
-    stage's `model/` folder); inputs (a fetched model, a dataset folder) while their path exists;
-    registry entries while their model version exists in the registry they name.
+    Stage outputs (they carry their key) are finished while their manifest exists with the same
+    fingerprint (beside the files, or one level up for a stage's `model/` folder); inputs (a fetched
+    model, an adapter the user brought) while their path exists; registry entries while their model
+    version exists in the registry they name.
     """
     if artifact.kind == "registered":  # ask the registry it names (lazy import: mlflow is slow)
         from ftcore.registry import version_exists
@@ -106,7 +124,7 @@ def is_present(artifact: Artifact) -> bool:
             return False
         return version_exists(meta["tracking_uri"], meta["name"], meta["version"], meta["key"])
     path = Path(artifact.path)
-    if artifact.kind in ("model", "dataset") and read_manifest(path.parent) is None:
+    if "key" not in artifact.metadata:
         return path.exists()
     found = read_manifest(path) or (read_manifest(path.parent) if path.name == "model" else None)
     return found is not None and found.fingerprint == artifact.fingerprint

@@ -45,3 +45,13 @@ def prepared_inputs(cfg: PipelineConfig) -> tuple[Any, Any]:
 
     model = stages.fetch_model(cfg)
     return model, stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+
+
+def write_dataset(folder: Path, info: dict[str, Any], files: dict[str, object]) -> Path:
+    """A dataset_dir: dataset_info.json plus data files (str written as is, anything else as JSON)."""
+    import json
+
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    for name, content in files.items():
+        (folder / name).write_text(content if isinstance(content, str) else json.dumps(content))
+    return folder

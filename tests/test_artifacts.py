@@ -17,6 +17,8 @@ from ftcore.artifacts import (
     fingerprint_file,
     fingerprint_path,
     hash_json,
+    is_present,
+    output_fingerprint,
     read_manifest,
     stage_key,
     write_manifest,
@@ -163,6 +165,52 @@ def test_fingerprint_of_a_file(tmp_path: Path) -> None:
     assert fingerprint_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
+def test_fingerprint_sees_a_change_anywhere_in_a_big_file(tmp_path: Path) -> None:
+    # weights files are big: a change in the middle of one (not in its first or last MiB) must show
+    path = tmp_path / "model.safetensors"
+    size = 65 * 1024 * 1024
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    before, tree_before = fingerprint_file(path), fingerprint_path(tmp_path)
+    with path.open("r+b") as handle:
+        handle.seek(size // 2)
+        handle.write(b"\x01")
+    assert fingerprint_file(path) != before
+    assert fingerprint_path(tmp_path) != tree_before
+
+
+def test_output_fingerprint_follows_key_names_and_content(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "out", {"model/w.bin": "1234", "config.json": "{}"})
+    first = output_fingerprint("key-1", root)
+    assert first == output_fingerprint("key-1", root)
+    assert first != output_fingerprint("key-2", root), "same bytes from other code or inputs differ"
+    write_manifest(root, Artifact(kind="model", path=str(root), fingerprint=first))
+    assert output_fingerprint("key-1", root) == first, "the manifest is not content"
+    (root / "model/w.bin").write_text("1235")  # same size, other content
+    assert output_fingerprint("key-1", root) != first
+    (root / "model/w.bin").write_text("1234")
+    (root / "model/w.bin").rename(root / "model/v.bin")
+    assert output_fingerprint("key-1", root) != first
+
+
+def test_is_present_requires_the_manifest_of_a_step_output(tmp_path: Path) -> None:
+    out = _tree(tmp_path / "train", {"model/w.bin": "w"})
+    trained = Artifact(
+        kind="model",
+        path=str(out / "model"),
+        fingerprint=fingerprint_path(out / "model"),
+        metadata={"key": "k"},
+    )
+    assert not is_present(trained), "model/ without the step's manifest is an unfinished training"
+    write_manifest(out, trained)
+    assert is_present(trained)
+    write_manifest(out, trained.model_copy(update={"fingerprint": "other"}))
+    assert not is_present(trained), "a different result now lives there"
+    fetched = Artifact(kind="model", path=str(out / "model"), fingerprint="f", metadata={"source": "local"})
+    assert is_present(fetched), "an input is present while its folder exists"
+    assert not is_present(fetched.model_copy(update={"path": str(tmp_path / "gone")}))
+
+
 # --- cache keys ---
 
 
@@ -178,6 +226,12 @@ def test_stage_key_changes_with_config_inputs_and_version(monkeypatch: pytest.Mo
     # ftcore.__version__ at call time; setting it is how a new release looks to the key.
     monkeypatch.setattr(ftcore, "__version__", ftcore.__version__ + ".post1")
     assert base != stage_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
+
+
+def test_stage_key_changes_with_the_step_version() -> None:
+    v1 = stage_key("train", {"lr": 1e-4}, ["fp"], version=1)
+    assert v1 == stage_key("train", {"lr": 1e-4}, ["fp"], version=1)
+    assert v1 != stage_key("train", {"lr": 1e-4}, ["fp"], version=2)
 
 
 def test_hash_json_is_stable() -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import datasets
 import pytest
 
 from ftcore.config.sections import DataConfig
@@ -14,21 +15,16 @@ from ftcore.data import (
     PROCESSORS,
     SFTCollator,
     build_splits,
-    data_fingerprint,
     get_template,
     infer_seqlen,
     load_dataset_info,
     load_rows,
     preprocess_sft,
 )
+from ftcore.data.processor import tokenize_split
+from ftcore.data.splits import row_features, split_fingerprints, write_splits
 from ftcore.errors import ConfigError, DataError
-
-
-def _write(tmp: Path, info: dict, files: dict[str, object]) -> Path:
-    (tmp / "dataset_info.json").write_text(json.dumps(info))
-    for name, content in files.items():
-        (tmp / name).write_text(content if isinstance(content, str) else json.dumps(content))
-    return tmp
+from tests.helpers import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +58,7 @@ def test_alpaca_columns_history_and_jsonl(tmp_path: Path):
         {"q": "Add", "ctx": "1 + 2", "a": "3"},
     ]
     columns = {"prompt": "q", "query": "ctx", "response": "a", "system": "sys", "history": "hist"}
-    _write(
+    write_dataset(
         tmp_path,
         {"d": {"file_name": "d.jsonl", "columns": columns}},
         {"d.jsonl": "\n".join(json.dumps(r) for r in rows) + "\n\n"},
@@ -101,7 +97,7 @@ def test_sharegpt_tags_and_openai_messages(tmp_path: Path):
         },
         "openai": {"file_name": "o.json", "formatting": "sharegpt"},
     }
-    _write(tmp_path, info, {"c.json": custom, "o.json": openai})
+    write_dataset(tmp_path, info, {"c.json": custom, "o.json": openai})
     expected = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     assert load_rows(tmp_path, "custom") == [{"messages": expected, "system": "sys"}]
     assert load_rows(tmp_path, "openai") == [{"messages": expected, "system": "S"}]
@@ -121,13 +117,13 @@ def test_unknown_dataset_names_file(data_dir: Path):
 
 
 def test_missing_data_file(tmp_path: Path):
-    _write(tmp_path, {"d": {"file_name": "gone.json"}}, {})
+    write_dataset(tmp_path, {"d": {"file_name": "gone.json"}}, {})
     with pytest.raises(DataError, match=r"dataset 'd'.*gone.json"):
         load_rows(tmp_path, "d")
 
 
 def test_malformed_json_line(tmp_path: Path):
-    _write(
+    write_dataset(
         tmp_path,
         {"a": {"file_name": "a.json"}, "b": {"file_name": "b.jsonl"}},
         {
@@ -152,7 +148,7 @@ def test_malformed_json_line(tmp_path: Path):
 )
 def test_bad_alpaca_row_names_file_and_row(tmp_path: Path, row, message):
     good = {"instruction": "a", "output": "b"}
-    _write(
+    write_dataset(
         tmp_path,
         {"d": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}},
         {"d.json": [good, good, row], "d.jsonl": f"{json.dumps(good)}\n{json.dumps(row)}\n"},
@@ -175,7 +171,7 @@ def test_bad_alpaca_row_names_file_and_row(tmp_path: Path, row, message):
 def test_bad_role_order_names_file_and_row(tmp_path: Path, turns, message):
     good = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     bad = {"conversations": [{"from": f, "value": v} for f, v in turns]}
-    _write(tmp_path, {"d": {"file_name": "d.json", "formatting": "sharegpt"}}, {"d.json": [good, bad]})
+    write_dataset(tmp_path, {"d": {"file_name": "d.json", "formatting": "sharegpt"}}, {"d.json": [good, bad]})
     with pytest.raises(DataError, match=rf"d\.json: row 1: .*{message}"):
         load_rows(tmp_path, "d")
 
@@ -226,11 +222,12 @@ def test_rows_without_response_tokens_dropped(qwen_tok, caplog):
     # A long response next to a far longer prompt gets a zero share of a tiny budget (infer_seqlen).
     turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok " * 4}]
     long_prompt = {"messages": turns, "system": None}
-    with caplog.at_level(logging.WARNING):
-        out = preprocess_sft(
-            [long_prompt, ROW], qwen_tok, get_template("qwen"), cutoff_len=12, train_on_prompt=False
-        )
+    out = preprocess_sft([long_prompt, ROW], qwen_tok, get_template("qwen"), cutoff_len=12)
     assert len(out["input_ids"]) == 1
+    rows = datasets.Dataset.from_list([long_prompt, ROW], features=row_features())
+    with caplog.at_level(logging.WARNING):
+        tokenized = tokenize_split(rows, "sft", qwen_tok, get_template("qwen"), cutoff_len=12)
+    assert tokenized.to_dict() == out
     assert "dropped 1 of 2 rows" in caplog.text
 
 
@@ -274,11 +271,84 @@ def test_eval_dataset_and_no_eval(data_dir: Path):
     }
 
 
-def test_data_fingerprint_tracks_content_and_selection(tmp_path: Path):
-    _write(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": [{"instruction": "a", "output": "b"}]})
-    cfg = DataConfig(dataset=["d"])
-    before = data_fingerprint(cfg, tmp_path)
-    assert data_fingerprint(cfg, tmp_path) == before
-    assert data_fingerprint(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
+def test_split_fingerprints_track_content_and_selection_per_split(tmp_path: Path):
+    write_dataset(
+        tmp_path,
+        {"d": {"file_name": "d.json"}, "e": {"file_name": "e.json"}},
+        {"d.json": [{"instruction": "a", "output": "b"}], "e.json": [{"instruction": "x", "output": "y"}]},
+    )
+    cfg = DataConfig(dataset=["d"], eval_dataset=["e"])
+    before = split_fingerprints(cfg, tmp_path)
+    assert split_fingerprints(cfg, tmp_path) == before
+    assert split_fingerprints(cfg.model_copy(update={"max_samples": 1}), tmp_path) != before
+    swapped = split_fingerprints(DataConfig(dataset=["e", "d"], eval_dataset=["e"]), tmp_path)
+    assert (
+        swapped["train"]
+        != split_fingerprints(DataConfig(dataset=["d", "e"], eval_dataset=["e"]), tmp_path)["train"]
+    )
+    assert split_fingerprints(DataConfig(dataset=["d", "d"]), tmp_path)["train"] != before["train"]
+    (tmp_path / "e.json").write_text(json.dumps([{"instruction": "x", "output": "z"}]))
+    after_eval = split_fingerprints(cfg, tmp_path)
+    assert after_eval["train"] == before["train"] and after_eval["eval"] != before["eval"]
     (tmp_path / "d.json").write_text(json.dumps([{"instruction": "a", "output": "c"}]))
-    assert data_fingerprint(cfg, tmp_path) != before
+    after_train = split_fingerprints(cfg, tmp_path)
+    assert after_train["train"] != before["train"] and after_train["eval"] == after_eval["eval"]
+
+
+# --- bad bytes, empty responses, degenerate splits -------------------------------------------
+
+
+def test_non_utf8_data_names_file_line_and_byte(tmp_path: Path):
+    good = json.dumps({"instruction": "a", "output": "b"}).encode()
+    (tmp_path / "d.json").write_bytes(b"[\n" + good + b",\n" + good[:-2] + b'\xe9"}\n]')
+    (tmp_path / "d.jsonl").write_bytes(good + b"\n" + good + b"\n" + b'{"instruction": "caf\xe9"}\n')
+    write_dataset(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
+    offset = len(b"[\n" + good + b",\n" + good[:-2])
+    with pytest.raises(DataError, match=rf"d\.json: not valid UTF-8 at line 3 \(byte offset {offset}\)"):
+        load_rows(tmp_path, "j")
+    offset = 2 * (len(good) + 1) + len(b'{"instruction": "caf')
+    with pytest.raises(DataError, match=rf"d\.jsonl: not valid UTF-8 at line 3 \(byte offset {offset}\)"):
+        load_rows(tmp_path, "l")
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path):
+    rows = [{"instruction": "é", "output": "b"}]
+    (tmp_path / "d.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows, ensure_ascii=False).encode())
+    (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows[0], ensure_ascii=False).encode())
+    write_dataset(tmp_path, {"j": {"file_name": "d.json"}, "l": {"file_name": "d.jsonl"}}, {})
+    assert load_rows(tmp_path, "j") == load_rows(tmp_path, "l")
+    assert load_rows(tmp_path, "j")[0]["messages"][0]["content"] == "é"
+
+
+def test_all_empty_responses_are_an_error_some_a_warning(tmp_path: Path, caplog):
+    rows = [{"instruction": f"q{i}", "output": "" if i else " \n"} for i in range(3)]
+    write_dataset(tmp_path, {"d": {"file_name": "d.json"}}, {"d.json": rows})
+    with pytest.raises(DataError, match=r"dataset 'd' \(.*d\.json\): all 3 rows have an empty response"):
+        load_rows(tmp_path, "d")
+    rows[1]["output"] = "fine"
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    with caplog.at_level(logging.WARNING):
+        assert len(load_rows(tmp_path, "d")) == 3
+    assert "dataset 'd': 2 of 3 rows have an empty response (first: " in caplog.text
+    assert "d.json: row 0" in caplog.text
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]
+    write_dataset(
+        tmp_path,
+        {"s": {"file_name": "s.json", "formatting": "sharegpt"}},
+        {"s.json": [{"conversations": turns}]},
+    )
+    with pytest.raises(DataError, match=r"dataset 's'.*all 1 rows have an empty response"):
+        build_splits(DataConfig(dataset=["s"]), tmp_path)
+
+
+def test_val_size_holding_out_most_rows_is_an_error(tmp_path: Path, data_dir: Path, caplog):
+    with pytest.raises(
+        ConfigError, match=r"data.val_size=0.99 holds out 297 of the 300 rows .* leaves 3 to train"
+    ):
+        build_splits(DataConfig(dataset=["demo_alpaca"], val_size=0.99), data_dir)
+    with pytest.raises(ConfigError, match=r"data\.val_size=0\.6"):
+        write_splits(DataConfig(dataset=["demo_alpaca"], val_size=0.6), data_dir, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        split = build_splits(DataConfig(dataset=["identity"], val_size=0.5), data_dir)
+    assert len(split["train"]) == 10
+    assert "data.val_size=0.5 leaves only 10 of 20 rows for training (10 held out)" in caplog.text

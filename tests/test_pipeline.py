@@ -76,3 +76,27 @@ def test_new_learning_rate_retrains_but_keeps_preprocessing(finished) -> None:
     assert changed["trained"].path != out["trained"].path
     assert changed["merged"].path != out["merged"].path
     assert changed["registered"].metadata["version"] != out["registered"].metadata["version"]
+
+
+def test_eval_only_changes_re_evaluate_without_retraining(finished) -> None:
+    cfg, out = finished
+    train_manifest = Path(out["trained"].path).parent / "ftflow-manifest.json"
+    stamp = train_manifest.stat().st_mtime_ns
+    changed = run_local(
+        cfg.model_copy(
+            update={
+                "data": cfg.data.model_copy(update={"eval_dataset": ["identity"]}),
+                "train": cfg.train.model_copy(
+                    update={"per_device_eval_batch_size": 2, "num_train_epochs": 9}
+                ),
+            }
+        )
+    )
+    assert changed["trained"].path == out["trained"].path
+    assert train_manifest.stat().st_mtime_ns == stamp, "training was not redone"
+    assert changed["merged"].path == out["merged"].path
+    assert changed["eval"].path != out["eval"].path
+    assert (
+        changed["tokenized"].metadata["train_fingerprint"] == out["tokenized"].metadata["train_fingerprint"]
+    )
+    assert changed["tokenized"].metadata["eval_examples"] == 20

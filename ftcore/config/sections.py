@@ -71,6 +71,12 @@ class DataConfig(Section):
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
     train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (no masking).")
     seed: int = Field(42, description="Seed for the train / validation split and shuffling.")
+    preprocessing_num_workers: int | None = Field(
+        None,
+        gt=0,
+        description="Processes that tokenize the rows (datasets.map num_proc); the token ids are the "
+        "same for any number. Default: one, in the step's own process.",
+    )
 
 
 class LoraConfig(Section):

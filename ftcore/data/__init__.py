@@ -3,7 +3,7 @@
 from ftcore.data.collator import SFTCollator
 from ftcore.data.loader import dataset_entry, dataset_files, load_dataset_info, load_rows
 from ftcore.data.processor import IGNORE_INDEX, PROCESSORS, infer_seqlen, preprocess_sft
-from ftcore.data.splits import build_splits, data_fingerprint
+from ftcore.data.splits import build_splits, split_fingerprints
 from ftcore.data.template import Template, get_template, infer_template, list_templates
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "SFTCollator",
     "Template",
     "build_splits",
-    "data_fingerprint",
     "dataset_entry",
     "dataset_files",
     "get_template",
@@ -22,4 +21,5 @@ __all__ = [
     "load_dataset_info",
     "load_rows",
     "preprocess_sft",
+    "split_fingerprints",
 ]

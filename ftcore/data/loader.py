@@ -8,11 +8,14 @@ here, in plain Python and before any tokenization, and every error names the fil
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ftcore.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 DATASET_INFO = "dataset_info.json"
 FILE_SUFFIXES = (".json", ".jsonl")
@@ -43,10 +46,22 @@ OPENAI_TAGS = {
 UNSUPPORTED_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
 
+def _decode(data: bytes, path: Path, first_line: int = 1, offset: int = 0) -> str:
+    """UTF-8 text (a leading BOM is dropped); bad bytes are an error naming file, line and byte."""
+    try:
+        return data.decode("utf-8-sig" if offset == 0 else "utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        raise DataError(
+            f"{path}: not valid UTF-8 at line {line} (byte offset {offset + exc.start}): {exc.reason}; "
+            "save the file as UTF-8"
+        ) from exc
+
+
 def _read_json(path: Path) -> Any:
     """A whole JSON file; a syntax error names the file, line and column."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_decode(path.read_bytes(), path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
 
@@ -103,28 +118,65 @@ def dataset_files(dataset_dir: Path, name: str, info: dict[str, Any] | None = No
 
 def load_rows(dataset_dir: Path, name: str, max_samples: int | None = None) -> list[dict[str, Any]]:
     """Normalized rows of dataset `name` (at most `max_samples`), every one validated."""
+    return [row for _, row in iter_rows(dataset_dir, name, max_samples)]
+
+
+def iter_rows(
+    dataset_dir: Path, name: str, max_samples: int | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, normalized row) of dataset `name`, validated one by one as they are read.
+
+    At the end, rows whose responses are all empty (they would teach only the end-of-turn token)
+    are an error when every row is one, else a warning with their count.
+    """
     info = load_dataset_info(dataset_dir)
-    entry = dataset_entry(dataset_dir, name, info)
-    if entry.get("formatting", "alpaca") == "alpaca":
-        convert = _alpaca_converter(entry)
-    else:
-        convert = _sharegpt_converter(entry)
-    rows: list[dict[str, Any]] = []
-    for file in dataset_files(dataset_dir, name, info):
+    convert = _converter(dataset_entry(dataset_dir, name, info))
+    files = dataset_files(dataset_dir, name, info)
+    count, empty, first_empty = 0, 0, ""
+    for file in files:
+        if max_samples is not None and count >= max_samples:
+            break
         for where, raw in _read_records(file):
-            if max_samples is not None and len(rows) >= max_samples:
-                return rows
+            if max_samples is not None and count >= max_samples:
+                break
             if not isinstance(raw, dict):
                 raise DataError(f"{where}: expected an object, got {type(raw).__name__}")
-            rows.append(convert(raw, where))
-    return rows
+            row = convert(raw, where)
+            count += 1
+            if not any(m["content"].strip() for m in row["messages"] if m["role"] == "assistant"):
+                empty += 1
+                first_empty = first_empty or where
+            yield where, row
+    if empty:
+        _report_empty_responses(name, files, count, empty, first_empty)
+
+
+def _report_empty_responses(name: str, files: list[Path], count: int, empty: int, first: str) -> None:
+    where = ", ".join(str(f) for f in files)
+    if empty == count:
+        raise DataError(
+            f"dataset '{name}' ({where}): all {count} rows have an empty response, so training would "
+            "only teach the end-of-turn token; check the response column / message tags of its "
+            "dataset_info.json entry"
+        )
+    log.warning(
+        "dataset '%s': %d of %d rows have an empty response (first: %s); they teach only the end-of-turn "
+        "token",
+        name,
+        empty,
+        count,
+        first,
+    )
 
 
 def _read_records(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, record) pairs; the location reads `file: row N` (.json) or `file: line N` (.jsonl)."""
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
+        offset = 0
+        with path.open("rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                line = _decode(raw, path, lineno, offset)
+                offset += len(raw)
                 if not line.strip():
                     continue
                 try:
@@ -138,6 +190,13 @@ def _read_records(path: Path) -> Iterator[tuple[str, Any]]:
         raise DataError(f"{path}: a .json data file must hold a list of rows")
     for index, record in enumerate(records):
         yield f"{path}: row {index}", record
+
+
+def _converter(entry: dict[str, Any]) -> Callable[[dict[str, Any], str], dict[str, Any]]:
+    """The function turning one raw record of this dataset_info.json entry into a normalized row."""
+    if entry.get("formatting", "alpaca") == "alpaca":
+        return _alpaca_converter(entry)
+    return _sharegpt_converter(entry)
 
 
 def _text(raw: dict[str, Any], column: str | None, where: str, required: bool = False) -> str | None:

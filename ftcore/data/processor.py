@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftcore.data.template import Template
 
 if TYPE_CHECKING:
+    from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -57,18 +60,90 @@ def preprocess_sft(
     cutoff_len: int,
     train_on_prompt: bool = False,
 ) -> dict[str, list]:
-    """Supervised examples: loss on responses only (unless train_on_prompt), truncated to cutoff_len."""
+    """Supervised examples: loss on responses only (unless train_on_prompt), truncated to cutoff_len.
+
+    Rows with no response token left within cutoff_len are dropped (tokenize_split counts them).
+    """
     out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-    dropped = 0
     for row in rows:
         pairs = template.encode_multiturn(tokenizer, row["messages"], row.get("system"))
         input_ids, labels, kept = encode_sft_example(pairs, cutoff_len, train_on_prompt)
         if kept == 0:
-            dropped += 1
             continue
         out["input_ids"].append(input_ids)
         out["attention_mask"].append([1] * len(input_ids))
         out["labels"].append(labels)
+    return out
+
+
+@dataclass(frozen=True)
+class Processor:
+    """A stage's rows -> features function, and the Arrow type of each list column it makes (declared,
+    so an empty split is still a dataset with columns)."""
+
+    encode: Callable[..., dict[str, list]]
+    columns: dict[str, str]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, list]:
+        return self.encode(*args, **kwargs)
+
+    def features(self) -> Any:
+        from datasets import Features, List, Value
+
+        return Features({name: List(Value(dtype)) for name, dtype in self.columns.items()})
+
+
+# Stage name -> processor. Later stages (pt, pairwise, kto) add entries; nothing dispatches by if/elif.
+PROCESSORS: dict[str, Processor] = {
+    "sft": Processor(preprocess_sft, {"input_ids": "int32", "attention_mask": "int8", "labels": "int64"}),
+}
+
+
+def tokenize_split(
+    rows: Dataset,
+    stage: str,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+    num_proc: int | None = None,
+    work_dir: Path | None = None,
+    fingerprint: str | None = None,
+) -> Dataset:
+    """An Arrow dataset of normalized rows -> the stage's features, with `datasets.map` in batches
+    and `num_proc` processes; the ids do not depend on num_proc. Its files go to `work_dir` (else
+    datasets' cache next to `rows`); `fingerprint` spares datasets hashing the tokenizer."""
+    process = PROCESSORS[stage]
+    if len(rows) == 0:  # datasets.map would return a dataset without columns
+        from datasets import Dataset
+
+        return Dataset.from_dict({name: [] for name in process.columns}, features=process.features())
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        batch_rows = [
+            {"messages": messages, "system": system}
+            for messages, system in zip(batch["messages"], batch["system"], strict=True)
+        ]
+        return process(batch_rows, tokenizer, template, cutoff_len, train_on_prompt)
+
+    options: dict[str, Any] = {}
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        options["cache_file_name"] = str(Path(work_dir) / "tokenized.arrow")
+    workers = num_proc if num_proc and num_proc > 1 and len(rows) > 1 else None
+    tokenized = rows.map(
+        encode,
+        batched=True,
+        batch_size=1000,
+        num_proc=min(workers, len(rows)) if workers else None,
+        remove_columns=rows.column_names,
+        features=process.features(),
+        load_from_cache_file=False,
+        new_fingerprint=fingerprint,
+        desc=f"tokenizing {len(rows)} rows",
+        **options,
+    )
+    dropped = len(rows) - len(tokenized)
     if dropped:
         log.warning(
             "dropped %d of %d rows with no response tokens within cutoff_len=%d",
@@ -76,8 +151,4 @@ def preprocess_sft(
             len(rows),
             cutoff_len,
         )
-    return out
-
-
-# Stage name -> processor. Later stages (pt, pairwise, kto) add entries; nothing dispatches by if/elif.
-PROCESSORS: dict[str, Callable[..., dict[str, list]]] = {"sft": preprocess_sft}
+    return tokenized

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
-from ftcore.artifacts import Artifact, fingerprint_file, fingerprint_path, hash_json
+from ftcore.artifacts import (
+    Artifact,
+    atomic_dir,
+    fingerprint_file,
+    fingerprint_path,
+    hash_json,
+    write_manifest,
+)
+from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import resolve_model
+from ftcore.stages.common import reuse
+
+log = logging.getLogger("ftcore.stages")
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -57,23 +69,41 @@ def fetch_model(cfg: PipelineConfig) -> Artifact:
 
 
 def fetch_dataset(cfg: PipelineConfig) -> Artifact:
-    """Read and validate every row of the configured datasets; fail on the first bad file or row."""
-    from ftcore.data.splits import build_splits, data_fingerprint
+    """Parse and validate every row of the configured datasets once (the first bad file or row fails,
+    named) and keep them as Arrow train / eval splits in FTFLOW_HOME/datasets, shared by every job
+    on the same data and selection."""
+    from ftcore.data.splits import write_splits
+    from ftcore.stages.keys import dataset_fingerprints, fetch_dataset_key
 
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
-    splits = build_splits(cfg.data, dataset_dir)
-    if not splits["train"]:
-        raise ConfigError(f"data.dataset: {cfg.data.dataset} holds no training rows")
-    return Artifact(
-        kind="dataset",
-        path=str(dataset_dir),
-        fingerprint=data_fingerprint(cfg.data, dataset_dir),
-        metadata={
-            "datasets": cfg.data.dataset,
-            "eval_datasets": cfg.data.eval_dataset,
-            "train_rows": len(splits["train"]),
-            "eval_rows": len(splits["eval"]),
-        },
-    )
+    fingerprints = dataset_fingerprints(cfg)
+    key = fetch_dataset_key(cfg, fingerprints)
+    out = ftflow_home() / "datasets" / key[:16]
+    done = reuse(out, key, "fetch_dataset")
+    if done is not None:
+        return done
+    with atomic_dir(out) as tmp:
+        counts = write_splits(cfg.data, dataset_dir, tmp)
+        if not counts["train"]:
+            raise ConfigError(f"data.dataset: {cfg.data.dataset} holds no training rows")
+        artifact = Artifact(
+            kind="dataset",
+            path=str(out),
+            # the rows are a pure function of the files and selection hashed into the key
+            fingerprint=key,
+            metadata={
+                "key": key,
+                "dataset_dir": str(dataset_dir),
+                "datasets": cfg.data.dataset,
+                "eval_datasets": cfg.data.eval_dataset,
+                "train_fingerprint": fingerprints["train"],
+                "eval_fingerprint": fingerprints["eval"],
+                "train_rows": counts["train"],
+                "eval_rows": counts["eval"],
+            },
+        )
+        write_manifest(tmp, artifact)
+    log.info("[fetch_dataset] %d train / %d eval rows in %s", counts["train"], counts["eval"], out)
+    return artifact

@@ -1,11 +1,24 @@
-"""Cache keys of the stages, in one place: the stages use them to find finished artifacts, the
-Prefect tasks use them as cache keys. A key = stage config section + input fingerprints + version."""
+"""Cache keys of the steps, in one place: the steps use them to find finished artifacts, the
+Prefect tasks use them as cache keys. A key = what of the config can change the step's result +
+its inputs' fingerprints + the step's version (ftcore.step_versions) + the ftflow version.
+
+Keys move exactly when results can: the train and eval rows are fingerprinted separately, so an
+eval-only change never retrains; fields that cannot change a result (eval batch size, epochs under
+max_steps, LoRA settings of a full fine-tune) stay out; values resolved per machine (bf16) go in
+resolved.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 from ftcore.artifacts import Artifact, stage_key
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.stages.common import section
+from ftcore.step_versions import STEP_VERSIONS
+
+SPLITS = ("train", "eval")
 
 # train fields that do not change the trained weights
 TRAIN_NOT_IN_KEY = {
@@ -15,7 +28,28 @@ TRAIN_NOT_IN_KEY = {
     "logging_steps",
     "save_steps",
     "save_total_limit",
+    "keep_checkpoints",  # what is pruned after training (h-train's field; ignored until it lands)
+    "per_device_eval_batch_size",
 }
+
+# data fields that do not change tokenized rows: where the files are, how many processes tokenize,
+# the template's name (its definition is keyed instead) and the row selection (already part of the
+# fetched splits' fingerprints, per split, so choosing other eval rows leaves the train split alone)
+DATA_NOT_IN_PREPROCESS_KEY = {
+    "dataset_dir",
+    "preprocessing_num_workers",
+    "template",
+    "dataset",
+    "eval_dataset",
+    "max_samples",
+    "val_size",
+    "seed",
+}
+
+
+def step_key(step: str, config: Any, inputs: list[str], extra: Any = None) -> str:
+    """stage_key with the step's own version: bumping it invalidates that step's results."""
+    return stage_key(step, config, inputs, extra, version=STEP_VERSIONS[step])
 
 
 def fetch_model_key(cfg: PipelineConfig) -> str:
@@ -34,27 +68,79 @@ def fetch_model_key(cfg: PipelineConfig) -> str:
             for p in sorted(Path(name).rglob("*"))
             if p.is_file()
         ]
-    return stage_key("fetch_model", section(cfg.model, {"adapter_name_or_path"}), files)
+    return step_key("fetch_model", section(cfg.model, {"adapter_name_or_path"}), files)
+
+
+def dataset_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
+    """{"train": fp, "eval": fp} of the rows fetch_dataset makes: each split's source files and
+    selection, plus fetch_dataset's version. Cheap: files are hashed, no row is parsed."""
+    from ftcore.data.splits import split_fingerprints
+
+    raw = split_fingerprints(cfg.data, cfg.resolve_input(cfg.data.dataset_dir))
+    return {split: step_key("fetch_dataset", {"split": split}, [raw[split]]) for split in SPLITS}
+
+
+def fetch_dataset_key(cfg: PipelineConfig, fingerprints: dict[str, str] | None = None) -> str:
+    """Keyed on the files' content and the row selection: editing a data file re-runs what follows."""
+    fps = fingerprints or dataset_fingerprints(cfg)
+    return step_key("fetch_dataset", {}, [fps[split] for split in SPLITS])
+
+
+def template_definition(name: str) -> dict[str, Any]:
+    """Everything of a template that changes encoded ids: editing templates.yaml re-tokenizes."""
+    from ftcore.data.template import get_template
+
+    template = get_template(name)
+    definition = getattr(template, "definition", None)
+    return definition() if callable(definition) else dataclasses.asdict(template)
+
+
+def tokenized_fingerprints(
+    cfg: PipelineConfig, model: Artifact, dataset: Artifact, template: str
+) -> dict[str, str]:
+    """{"train": fp, "eval": fp} of the tokenized splits: that split's rows, the tokenizer, the
+    template's definition, the data settings and the preprocess version."""
+    settings = {
+        "data": section(cfg.data, DATA_NOT_IN_PREPROCESS_KEY),
+        "template": template_definition(template),
+        "stage": cfg.train.stage,
+    }
+    tokenizer = model.metadata["tokenizer_fingerprint"]
+    return {
+        split: step_key(
+            "preprocess",
+            {**settings, "split": split},
+            [tokenizer, dataset.metadata.get(f"{split}_fingerprint", dataset.fingerprint)],
+        )
+        for split in SPLITS
+    }
 
 
 def preprocess_key(cfg: PipelineConfig, model: Artifact, dataset: Artifact, template: str) -> str:
-    return stage_key(
-        "preprocess",
-        {"data": section(cfg.data, {"dataset_dir"}), "template": template, "stage": cfg.train.stage},
-        [model.metadata["tokenizer_fingerprint"], dataset.fingerprint],
-    )
+    fps = tokenized_fingerprints(cfg, model, dataset, template)
+    return step_key("preprocess", {}, [fps[split] for split in SPLITS])
+
+
+def train_section(cfg: PipelineConfig) -> dict[str, Any]:
+    """The train settings that can change the trained weights, with bf16 as this machine resolves it."""
+    from ftcore.train.sft import resolve_bf16
+
+    train = section(cfg.train, TRAIN_NOT_IN_KEY)
+    train["bf16"] = resolve_bf16(cfg.train)
+    if cfg.train.max_steps > 0:
+        del train["num_train_epochs"]  # max_steps wins
+    if cfg.train.finetuning_type == "full":
+        del train["lora"]  # no adapter to configure
+    return train
 
 
 def train_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
-    return stage_key(
+    """The weights depend on the train rows only: a new eval set or eval setting never retrains."""
+    return step_key(
         "train",
-        {"train": section(cfg.train, TRAIN_NOT_IN_KEY), "trust_remote_code": cfg.model.trust_remote_code},
-        [model.fingerprint, data.fingerprint],
+        {"train": train_section(cfg), "trust_remote_code": cfg.model.trust_remote_code},
+        [model.fingerprint, data.metadata.get("train_fingerprint", data.fingerprint)],
     )
-
-
-# Bump with every change of ftcore/evaluate/* or stages/evaluate.py that can change evaluation results.
-EVALUATE_VERSION = 2
 
 
 def eval_dtype(cfg: PipelineConfig) -> str:
@@ -70,7 +156,6 @@ def _eval_inputs(cfg: PipelineConfig, data: Artifact) -> dict:
         "eval": section(cfg.eval, {"enabled", "compare_base"}),
         "dtype": eval_dtype(cfg),
         "template": data.metadata.get("template"),
-        "version": EVALUATE_VERSION,
     }
 
 
@@ -79,38 +164,32 @@ def evaluate_key(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: 
     what the training data did is in the trained fingerprint already."""
     eval_data = data.metadata.get("eval_fingerprint", data.fingerprint)
     inputs = [model.fingerprint, eval_data, trained.fingerprint if trained else "base-only"]
-    return stage_key("evaluate", {**_eval_inputs(cfg, data), "compare_base": cfg.eval.compare_base}, inputs)
+    return step_key("evaluate", {**_eval_inputs(cfg, data), "compare_base": cfg.eval.compare_base}, inputs)
 
 
 def evaluate_base_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
     """The base model's scores: shared by every job on the same base model, eval split and eval
     settings, whatever they train (learning rate, method, training data)."""
     eval_data = data.metadata.get("eval_fingerprint", data.fingerprint)
-    return stage_key("evaluate_base", _eval_inputs(cfg, data), [model.fingerprint, eval_data])
+    return stage_key(
+        "evaluate_base",
+        _eval_inputs(cfg, data),
+        [model.fingerprint, eval_data],
+        version=STEP_VERSIONS["evaluate"],
+    )
 
 
 def merge_key(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> str:
-    return stage_key("merge", section(cfg.export, {"export_dir"}), [model.fingerprint, trained.fingerprint])
+    return step_key("merge", section(cfg.export, {"export_dir"}), [model.fingerprint, trained.fingerprint])
 
 
 def register_key(
     cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None, tracking_uri: str
 ) -> str:
     """The alias is not in the key: moving it is a pointer move (register.assign_alias), not a version."""
-    return stage_key(
+    return step_key(
         "register",
         section(cfg.registry, {"tracking_uri", "enabled", "alias"}),
         [merged.fingerprint, evaluation.fingerprint if evaluation else ""],
         extra=tracking_uri,
-    )
-
-
-def fetch_dataset_key(cfg: PipelineConfig) -> str:
-    """Keyed on the files' content too: editing a data file re-runs everything downstream."""
-    from ftcore.data.splits import data_fingerprint
-
-    return stage_key(
-        "fetch_dataset",
-        section(cfg.data),
-        [data_fingerprint(cfg.data, cfg.resolve_input(cfg.data.dataset_dir))],
     )

@@ -20,10 +20,10 @@ STALE_TEMP_S = 6 * 3600
 def preflight(cfg: PipelineConfig) -> None:
     """Fail in milliseconds on what would otherwise fail minutes in: names, files, rows, model refs."""
     from ftcore.builtin import BUILTINS
-    from ftcore.data.splits import build_splits
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
     from ftcore.hub import resolve_model
+    from ftcore.stages.fetch import fetch_dataset
 
     if cfg.data.template:
         get_template(cfg.data.template)
@@ -41,7 +41,9 @@ def preflight(cfg: PipelineConfig) -> None:
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
-    build_splits(cfg.data, dataset_dir)  # parses every row: file and row named on error
+    # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
+    # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)
+    fetch_dataset(cfg)
     check_tracking(cfg)  # an unreachable MLflow server fails here, in seconds
     for stale in clean_stale_temps(cfg.workdir_path, older_than_s=STALE_TEMP_S):
         log.info("removed %s, left by a stage that was killed", stale)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from pathlib import Path
 
-from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
+from ftcore.artifacts import Artifact, atomic_dir, output_fingerprint, write_manifest
 from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.errors import ConfigError
+from ftcore.errors import ConfigError, DataError
 from ftcore.stages.common import reuse
-from ftcore.stages.keys import preprocess_key
+from ftcore.stages.keys import preprocess_key, tokenized_fingerprints
 
 log = logging.getLogger("ftcore.stages")
 
@@ -34,45 +36,68 @@ def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
 
 
 def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artifact:
-    """Tokenize the train and eval splits for the configured stage; reuse an identical earlier run."""
+    """Tokenize the train and eval splits for the configured stage; reuse an identical earlier run.
+
+    Rows come from fetch_dataset's Arrow splits; `datasets.map` tokenizes them in batches, in
+    data.preprocessing_num_workers processes (same ids for any number of processes).
+    """
     import datasets
 
-    from ftcore.data.processor import PROCESSORS
-    from ftcore.data.splits import build_splits
+    from ftcore.data.processor import tokenize_split
+    from ftcore.data.splits import save_split
     from ftcore.data.template import get_template
     from ftcore.modeling import load_tokenizer
 
     template_name = resolve_template(cfg, model)
-    get_template(template_name).check_tokenizer(load_tokenizer(model.path, cfg.model.trust_remote_code))
+    tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
+    template = get_template(template_name)
+    # before the cache lookup: a result cached under a template the tokenizer cannot encode is garbage too
+    template.check_tokenizer(tokenizer)
+    fingerprints = tokenized_fingerprints(cfg, model, dataset, template_name)
     key = preprocess_key(cfg, model, dataset, template_name)
     out = ftflow_home() / "tokenized" / key[:16]
     done = reuse(out, key, "preprocess")
     if done is not None:
         return done
 
-    tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
-    template = get_template(template_name)
-    process = PROCESSORS[cfg.train.stage]
-    splits = build_splits(cfg.data, cfg.resolve_input(cfg.data.dataset_dir))
     counts = {}
     with atomic_dir(out) as tmp:
         for split in ("train", "eval"):
-            features = process(
-                splits[split], tokenizer, template, cfg.data.cutoff_len, cfg.data.train_on_prompt
+            rows = datasets.load_from_disk(str(Path(dataset.path) / split))
+            tokenized = tokenize_split(
+                rows,
+                cfg.train.stage,
+                tokenizer,
+                template,
+                cfg.data.cutoff_len,
+                cfg.data.train_on_prompt,
+                num_proc=cfg.data.preprocessing_num_workers,
+                work_dir=tmp / f".map-{split}",
+                fingerprint=fingerprints[split][:32],
             )
-            datasets.Dataset.from_dict(features).save_to_disk(str(tmp / split))
-            counts[split] = len(features["input_ids"])
-        with (tmp / "eval_rows.jsonl").open("w", encoding="utf-8") as handle:
-            for row in splits["eval"]:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if split == "train" and len(rows) and not len(tokenized):
+                raise DataError(
+                    f"data.cutoff_len={cfg.data.cutoff_len}: none of the {len(rows)} training rows keeps a "
+                    f"response token within it ({', '.join(cfg.data.dataset)}); raise cutoff_len"
+                )
+            save_split(tokenized, tmp / split)
+            counts[split] = len(tokenized)
+            del tokenized
+            shutil.rmtree(tmp / f".map-{split}", ignore_errors=True)
+            if split == "eval":
+                with (tmp / "eval_rows.jsonl").open("w", encoding="utf-8") as handle:
+                    for row in rows:
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         artifact = Artifact(
             kind="tokenized",
             path=str(out),
-            fingerprint=fingerprint_path(tmp),
+            fingerprint=output_fingerprint(key, tmp),
             metadata={
                 "key": key,
                 "template": template_name,
                 "dataset_fingerprint": dataset.fingerprint,
+                "train_fingerprint": fingerprints["train"],
+                "eval_fingerprint": fingerprints["eval"],
                 "train_examples": counts["train"],
                 "eval_examples": counts["eval"],
                 "cutoff_len": cfg.data.cutoff_len,
