@@ -59,7 +59,7 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     from ftcore import registry, tracking
 
     client = tracking.get_client(fourth["artifacts"]["registered"]["metadata"]["tracking_uri"])
-    assert registry.get_version_by_alias(client, "test-model", "candidate").version == "1"
+    assert int(registry.get_version_by_alias(client, "test-model", "candidate").version) == 1
 
 
 def test_cached_result_whose_files_are_gone_runs_again(tmp_path: Path) -> None:
