@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ftcore.errors import FtflowError
 
-STARTUP_TIMEOUT_S = 120.0  # a loaded machine takes well over Prefect's 20 s default
+STARTUP_TIMEOUT_S = 180.0  # a first start on a loaded machine took 78 s; Prefect's default is 20 s
 STOP_TIMEOUT_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
@@ -47,14 +47,37 @@ def prefect_api() -> Iterator[str]:
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url  # for child processes (training, task runners)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+            # Prefect's background threads (log and event workers) read the process-wide settings
+            # when their context has none: point those at this server too, as Prefect's own test
+            # harness does, or they would start an ephemeral server of their own.
+            import prefect.context
+
+            global_settings = getattr(prefect.context, "_temporary_global_settings_context", None)
+            if global_settings is not None:
+                stack.enter_context(global_settings(prefect.context.get_settings_context()))
+            try:
+                yield url
+            finally:
+                _drain_workers()
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
         stop(proc)
+
+
+def _drain_workers() -> None:
+    """Send the logs and events still queued while the server is up; after it stops they would be
+    retried against a closed port for a minute at exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=STOP_TIMEOUT_S)
 
 
 def _free_port() -> int:
@@ -116,6 +139,12 @@ def _server_env() -> dict[str, str]:
     }
 
 
+def _startup_timeout() -> float:
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as SETTING
+
+    return max(float(SETTING.value()), STARTUP_TIMEOUT_S)
+
+
 def _start(attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
@@ -134,7 +163,7 @@ def _start(attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
             start_new_session=True,
             preexec_fn=_die_with_parent(),  # calls only prctl, resolved before the fork
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        deadline = time.monotonic() + _startup_timeout()
         try:
             while time.monotonic() < deadline and proc.poll() is None:
                 try:
@@ -149,7 +178,7 @@ def _start(attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
         if proc.poll() is None:
             stop(proc)
             raise FtflowError(
-                f"the temporary Prefect server did not answer within {STARTUP_TIMEOUT_S:.0f} s; "
+                f"the temporary Prefect server did not answer within {_startup_timeout():.0f} s; "
                 "start one (`prefect server start`) and set PREFECT_API_URL"
             )
         # exited early: most often the port was taken between choosing and binding it; try another
