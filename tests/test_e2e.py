@@ -137,7 +137,7 @@ def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
             break
         time.sleep(0.05)
     assert proc.poll() is None, log.read_text()[-3000:]
-    port = re.search(r"temporary Prefect server on http://127\.0\.0\.1:(\d+)/api", log.read_text())
+    port = re.search(r"temporary (?:Prefect )?server on http://127\.0\.0\.1:(\d+)", log.read_text())
     assert port is not None, log.read_text()[-3000:]
     assert _server_pids(port.group(1)), "the temporary Prefect server is not running"
     return proc, stage, port.group(1)
