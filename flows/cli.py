@@ -102,6 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     except FtflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished stages and the last training checkpoint are kept; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        if argv is None:
+            # the `ft` program, not a caller in Python: the flow is marked crashed, the checkpoint is on
+            # disk and the temporary server is stopped; skip the interpreter's teardown, whose garbage
+            # collection of the model took 16 s after a Ctrl-C on a loaded machine
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`ft config schema | head`): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -120,13 +139,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ftcore.stages import preflight
 
         preflight(cfg)  # before Prefect starts: a bad config fails in milliseconds
-        from flows.finetune import finetune
+        from flows.local_server import prefect_api
 
-        # inside the flow, ftcore's lines reach the terminal (and the UI) through Prefect's task loggers
-        logging.getLogger("ftcore").removeHandler(handler)
-        logging.getLogger("ftcore").propagate = True
+        with prefect_api():  # a temporary server, when none is configured, that dies with this process
+            from flows.finetune import finetune
 
-        finetune(cfg)
+            # inside the flow, ftcore's lines reach the terminal (and the UI) through Prefect's task loggers
+            logging.getLogger("ftcore").removeHandler(handler)
+            logging.getLogger("ftcore").propagate = True
+
+            finetune(cfg)
         return 0
     from ftcore.stages import run_local
 

@@ -146,12 +146,35 @@ def ensure_builtin(name: str) -> Path:
             f"unknown built-in model 'builtin:{name}'; available: {', '.join(sorted(BUILTINS))}"
         )
     target = builtin_dir(name)
-    if (target / BUILTIN_MARKER).is_file():
+    problem = builtin_problem(target)
+    if problem is None:
         return target
-    log.info("building built-in model %s into %s", name, target)
+    if (target / BUILTIN_MARKER).exists():
+        log.warning("built-in model %s in %s %s; building it again", name, target, problem)
+    else:
+        log.info("building built-in model %s into %s", name, target)
     with atomic_dir(target) as tmp:
         _build(name, BUILTINS[name], tmp)
     return target
+
+
+def builtin_problem(target: Path) -> str | None:
+    """What is wrong with a built copy (None when whole): every file recorded in its marker must be
+    there with its recorded size, so a truncated or half-deleted cache is rebuilt, not loaded."""
+    try:
+        files = json.loads((target / BUILTIN_MARKER).read_text())["files"]
+        sizes = {str(name): int(size) for name, size in files.items()}
+    except FileNotFoundError:
+        return "is not built"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "has a marker without a file list (corrupt or from an older ftflow)"
+    for name, size in sorted(sizes.items()):
+        path = target / name
+        if not path.is_file():
+            return f"lacks {name}"
+        if path.stat().st_size != size:
+            return f"has a damaged {name} ({path.stat().st_size} bytes, built with {size})"
+    return None
 
 
 def _corpus() -> list[str]:
@@ -235,6 +258,9 @@ def _build(name: str, spec: BuiltinSpec, out: Path) -> None:
     )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    files = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     (out / BUILTIN_MARKER).write_text(
-        json.dumps({"name": name, "version": BUILTIN_VERSION, "template": spec.template}, indent=2)
+        json.dumps(
+            {"name": name, "version": BUILTIN_VERSION, "template": spec.template, "files": files}, indent=2
+        )
     )

@@ -8,6 +8,7 @@ onto this machine, instead of the hub clients' 20-second retry loops.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -57,10 +58,68 @@ def resolve_model(ref: str, revision: str | None = None, cache_dir: str | None =
                 f"model '{ref}': {path} is not a model directory (no config.json). Use a local path, "
                 "hf:org/name, ms:org/name or builtin:tiny-qwen2"
             )
-        return ResolvedModel(ref, source, path.resolve(), None)
-    if source == "hf":
-        return _resolve_hf(ref, name, rev, cache_dir)
-    return _resolve_ms(ref, name, rev, cache_dir)
+        resolved = ResolvedModel(ref, source, path.resolve(), None)
+    elif source == "hf":
+        resolved = _resolve_hf(ref, name, rev, cache_dir)
+    else:
+        resolved = _resolve_ms(ref, name, rev, cache_dir)
+    check_model_files(resolved.path, ref)
+    return resolved
+
+
+def check_model_files(path: Path, ref: str) -> None:
+    """Corrupt or truncated files (an interrupted copy or download) named now, not as a loader's
+    traceback minutes later: config.json must parse, each safetensors file must be as long as its
+    header says, and every shard an index names must exist."""
+    config = path / "config.json"
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelNotAvailableError(
+            f"model '{ref}': {config} is not valid JSON ({exc}); copy or download the model again"
+        ) from None
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelNotAvailableError(f"model '{ref}': {index} is not a valid index ({exc})") from None
+        missing = sorted(name for name in shards if not (path / name).is_file())
+        if missing:
+            raise ModelNotAvailableError(
+                f"model '{ref}': {index} names weight files that are missing: {', '.join(missing)}"
+            )
+    for weights in sorted(path.glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            raise ModelNotAvailableError(
+                f"model '{ref}': {weights} {problem}; copy or download the model again"
+            )
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file, read from its header alone (None when it is whole).
+
+    The format: 8 bytes little-endian header length N, N bytes of JSON giving each tensor's
+    data_offsets, then the data; a whole file ends exactly where the last tensor's data ends.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"is truncated ({size} bytes, not even a header)"
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            return f"is truncated ({size} bytes; its header alone needs {8 + length})"
+        try:
+            header = json.loads(handle.read(length))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "has a corrupt header (not safetensors JSON)"
+    expected = 8 + length + int(end)
+    if size < expected:
+        return f"is truncated ({size} bytes of {expected})"
+    return None
 
 
 def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
@@ -144,8 +203,6 @@ def _resolve_ms(ref: str, repo: str, revision: str | None, cache_dir: str | None
 
 def builtin_template(path: Path) -> str | None:
     """The chat template name a built-in model was made with, if `path` is one."""
-    import json
-
     marker = Path(path) / BUILTIN_MARKER
     if marker.is_file():
         return json.loads(marker.read_text()).get("template")

@@ -224,7 +224,20 @@ def test_file_level_errors(tmp_path: Path) -> None:
     assert "config file not found" in _load_error(tmp_path / "missing.yaml")
     assert "invalid YAML" in _load_error(_write(tmp_path, "train: [1,\n", "broken.yaml"))
     assert "must be a mapping" in _load_error(_write(tmp_path, "- a\n- b\n", "list.yaml"))
-    assert load_config(_write(tmp_path, "", "empty.yaml")).model_dump() == PipelineConfig().model_dump()
+    empty = _write(tmp_path, "# nothing here yet\n", "empty.yaml")
+    assert _load_error(empty) == (
+        f"{empty} is empty: it names no model, data or training (see configs/quickstart.yaml)"
+    )
+
+
+def test_duplicate_key_names_file_key_and_both_lines(tmp_path: Path) -> None:
+    nested = _write(tmp_path, "train:\n  learning_rate: 1.0e-3\n  max_steps: 3\n  learning_rate: 2.0e-3\n")
+    message = _load_error(nested)
+    assert message.startswith(f"{nested}:4: key 'train.learning_rate' is given twice (lines 2 and 4)")
+    flat = _write(tmp_path, "stage: sft\nlearning_rate: 1\ndataset: a\nlearning_rate: 2\n", "flat.yaml")
+    assert f"{flat}:4: key 'learning_rate' is given twice (lines 2 and 4)" in _load_error(flat)
+    # the same key in different sections is no duplicate
+    load_config(_write(tmp_path, "train:\n  seed: 1\ndata:\n  seed: 2\n", "ok.yaml"))
 
 
 def test_base_dir_is_the_config_folder(tmp_path: Path) -> None:
@@ -236,6 +249,21 @@ def test_base_dir_is_the_config_folder(tmp_path: Path) -> None:
 
 
 # --- LLaMA-Factory flat format ---
+
+
+def test_flat_configs_get_their_own_job_and_model_names(tmp_path: Path) -> None:
+    """LLaMA-Factory files have no job name: one per output_dir (else per file), not all 'ftflow-job'."""
+    base = "model_name_or_path: builtin:tiny-qwen2\nstage: sft\ndataset: demo_alpaca\n"
+    by_output = load_config(_write(tmp_path, base + "output_dir: saves/qwen/lora/sft-alpaca\n", "a.yaml"))
+    assert (by_output.name, by_output.registry.model_name) == ("sft-alpaca", "sft-alpaca")
+    assert by_output.workdir_path.name == "sft-alpaca"
+    by_file = load_config(_write(tmp_path, base, "qwen_identity.yaml"))
+    assert (by_file.name, by_file.registry.model_name) == ("qwen_identity", "qwen_identity")
+    overridden = load_config(tmp_path / "qwen_identity.yaml", ["output_dir=/tmp/x/run7"])
+    assert overridden.name == "run7"
+    given = load_config(tmp_path / "a.yaml", ["name=mine"])
+    assert (given.name, given.registry.model_name) == ("mine", "sft-alpaca")
+
 
 FLAT_ALL = {
     "model_name_or_path": "hf:meta-llama/Meta-Llama-3-8B-Instruct",
@@ -395,6 +423,24 @@ def _missing_descriptions(node: Any, where: str = "#") -> list[str]:
         for i, value in enumerate(node):
             missing += _missing_descriptions(value, f"{where}/{i}")
     return missing
+
+
+def test_schema_piped_into_a_closed_reader_ends_quietly() -> None:
+    """`ft config schema | head`: the reader leaves early; no BrokenPipeError traceback, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "config", "schema"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # before the first write: every write now fails with EPIPE, as after `head` exits
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
 
 
 def test_config_schema_is_json_and_every_field_is_described(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,6 +99,82 @@ def test_sigkill_during_training_resumes_from_last_checkpoint(tmp_path: Path) ->
     assert done.metadata["resumed_from"].endswith(f"checkpoint-{killed_at}")
     assert done.metadata["global_step"] == 400
     assert "Finished in state Cached" in log  # fetch and preprocess came from cache
+
+
+def _server_pids(port: str) -> list[int]:
+    """Processes of the temporary Prefect server listening on `port` (its uvicorn command line)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"prefect.server.api.server:create_app" in cmd and port.encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
+    """`ft run` in its own session (as a terminal's foreground job), stopped at its first checkpoint;
+    returns the process, its log file and the port of its temporary Prefect server."""
+    workdir = tmp_path / "job"
+    args = ["run", "configs/quickstart.yaml", f"workdir={workdir}", "train.max_steps=400"]
+    args += ["train.save_steps=5", "eval.enabled=false", "registry.enabled=false"]
+    log = tmp_path / "ft.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            FT + args,
+            cwd=REPO,
+            env=_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        stage = next(workdir.glob("train-*"), None)
+        if stage is not None and last_complete_checkpoint(stage / "checkpoints") is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    port = re.search(r"temporary (?:Prefect )?server on http://127\.0\.0\.1:(\d+)", log.read_text())
+    assert port is not None, log.read_text()[-3000:]
+    assert _server_pids(port.group(1)), "the temporary Prefect server is not running"
+    return proc, stage, port.group(1)
+
+
+def test_ctrl_c_during_training_stops_at_once_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the foreground process group) once hung for minutes after 'Crash detected':
+    the temporary server had died of the same signal and Prefect retried reporting to it."""
+    proc, stage, port = _start_training(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    seconds = time.monotonic() - start
+    log = (tmp_path / "ft.log").read_text()
+    assert code == 130, log[-3000:]
+    assert seconds < 10, f"took {seconds:.1f} s to stop"
+    assert "interrupted: finished stages and the last training checkpoint are kept" in log
+    assert last_complete_checkpoint(stage / "checkpoints") is not None
+    assert read_manifest(stage) is None
+    assert _server_pids(port) == []
+
+
+def test_sigkill_of_ft_does_not_orphan_its_prefect_server(tmp_path: Path) -> None:
+    proc, _, port = _start_training(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # ft alone: nothing of ours runs to clean up
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _server_pids(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _server_pids(port)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the temporary Prefect server outlived ft"
 
 
 def test_llamafactory_flat_yaml_trains_evaluates_and_exports(tmp_path: Path) -> None:

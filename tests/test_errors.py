@@ -7,6 +7,7 @@ stay empty, since nothing should have been built, trained or registered.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,94 @@ def test_model_not_available_offline(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_value_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _fails(capsys, _job(tmp_path), "train.finetuning_type=lorra")
     assert "train.finetuning_type" in err and "lorra" in err
+
+
+# --- folders ftflow writes into, and where it reads an adapter ---
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tiny_qwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (untrained) peft LoRA adapter for tiny-qwen2, laid out as `ft train` leaves it:
+    <output_dir>/model/adapter_config.json."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("lf-output") / "sft"
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_qwen2), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
+    model.save_pretrained(out / "model")
+    AutoTokenizer.from_pretrained(tiny_qwen2).save_pretrained(out / "model")  # as LLaMA-Factory saves it
+    return out
+
+
+def _user_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "notes.md").write_text("my notes")
+    (path / "data").mkdir()
+    (path / "data" / "rows.json").write_text("[]")
+    return path
+
+
+def _untouched(path: Path) -> bool:
+    return sorted(p.name for p in path.rglob("*")) == ["data", "notes.md", "rows.json"]
+
+
+def test_export_into_a_folder_ftflow_did_not_create_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lora_adapter: Path
+) -> None:
+    """`ft export CFG export.export_dir=.` once replaced the folder (config, data, notes) and exited 0."""
+    mine = _user_folder(tmp_path / "mine")
+    args = [f"model.adapter_name_or_path={lora_adapter / 'model'}", f"export.export_dir={mine}"]
+    assert ft(["export", str(_job(tmp_path)), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"export.export_dir: {mine} already holds files that ftflow did not write" in err
+    assert _untouched(mine)
+    assert ft(["export", str(_job(tmp_path)), *args[:1], f"export.export_dir={mine / 'notes.md'}"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert _untouched(mine)
+
+
+def test_train_into_a_folder_ftflow_did_not_create_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = _user_folder(tmp_path / "saves")
+    assert ft(["train", str(_job(tmp_path)), f"train.output_dir={mine}"]) == 2
+    err = capsys.readouterr().err
+    assert f"train.output_dir: {mine} already holds files that ftflow did not write" in err
+    assert _untouched(mine)
+    assert not (tmp_path / "work").exists()
+
+
+def test_adapter_path_may_be_the_output_dir_as_in_llamafactory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lora_adapter: Path
+) -> None:
+    """LLaMA-Factory users name the output_dir as adapter; ftflow keeps the adapter in <output_dir>/model."""
+    exported = tmp_path / "merged"
+    args = [f"model.adapter_name_or_path={lora_adapter}", f"export.export_dir={exported}"]
+    assert ft(["export", str(_job(tmp_path)), *args]) == 0, capsys.readouterr().err
+    assert (exported / "model.safetensors").is_file()
+    # exporting again replaces ftflow's own folder without complaint
+    assert ft(["export", str(_job(tmp_path)), *args]) == 0
+    err = _fails(capsys, _job(tmp_path), f"model.adapter_name_or_path={tmp_path}")
+    assert f"model.adapter_name_or_path: {tmp_path} has no adapter_config.json" in err
+
+
+def test_unwritable_workdir_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    err = _fails(capsys, _job(tmp_path), f"workdir={blocker / 'work'}")
+    assert f"workdir: cannot create {blocker / 'work'}: {blocker} is a file, not a folder" in err
+    err = _fails(capsys, _job(tmp_path), "workdir=/proc/ftflow-work")  # read-only even for root
+    assert "workdir: /proc/ftflow-work is not writable" in err
+
+
+def test_corrupt_model_config_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_qwen2: Path
+) -> None:
+    model = tmp_path / "my-model"
+    shutil.copytree(tiny_qwen2, model)
+    (model / "config.json").write_text("{not json")
+    err = _fails(capsys, _job(tmp_path, model__name_or_path=str(model)))
+    assert f"{model / 'config.json'} is not valid JSON" in err
+    assert not (tmp_path / "work").exists()

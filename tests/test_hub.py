@@ -9,6 +9,7 @@ and "the hub is unreachable" by an endpoint on a closed local port.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ftcore.builtin import BUILTIN_MARKER, BUILTIN_VERSION, BUILTINS, builtin_dir
+from ftcore.builtin import BUILTIN_MARKER, BUILTIN_VERSION, BUILTINS, builtin_dir, builtin_problem
 from ftcore.errors import ModelNotAvailableError
 from ftcore.hub import ResolvedModel, builtin_template, parse_ref, resolve_model
 
@@ -77,6 +78,58 @@ def test_local_dir_without_config_json_names_it(tmp_path: Path) -> None:
     assert "config.json" in str(info.value)
     with pytest.raises(ModelNotAvailableError, match="does-not-exist"):
         resolve_model(str(tmp_path / "does-not-exist"))
+
+
+def _model_copy(tmp_path: Path, source: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_corrupt_config_json_is_named(tmp_path: Path, tiny_qwen2: Path) -> None:
+    model = _model_copy(tmp_path, tiny_qwen2)
+    (model / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 12')
+    with pytest.raises(ModelNotAvailableError) as info:
+        resolve_model(str(model))
+    assert f"{model / 'config.json'} is not valid JSON" in str(info.value)
+
+
+def test_truncated_safetensors_is_named(tmp_path: Path, tiny_qwen2: Path) -> None:
+    model = _model_copy(tmp_path, tiny_qwen2)
+    weights = model / "model.safetensors"
+    whole = weights.stat().st_size
+    with weights.open("r+b") as handle:
+        handle.truncate(whole - 1000)
+    with pytest.raises(ModelNotAvailableError) as info:
+        resolve_model(str(model))
+    assert f"{weights} is truncated ({whole - 1000} bytes of {whole})" in str(info.value)
+    with weights.open("r+b") as handle:
+        handle.truncate(20)  # not even the header is whole
+    with pytest.raises(ModelNotAvailableError, match=r"model\.safetensors is truncated"):
+        resolve_model(str(model))
+
+
+def test_missing_shard_is_named(tmp_path: Path, tiny_qwen2: Path) -> None:
+    model = _model_copy(tmp_path, tiny_qwen2)
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelNotAvailableError, match=r"model-00002-of-00002\.safetensors"):
+        resolve_model(str(model))
+
+
+def test_truncated_builtin_in_the_cache_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen2: Path
+) -> None:
+    """An interrupted copy of the ftflow cache: detected from the sizes the marker records, rebuilt."""
+    monkeypatch.setenv("FTFLOW_HOME", str(tmp_path / "home"))
+    target = builtin_dir("tiny-qwen2")
+    shutil.copytree(tiny_qwen2, target)
+    whole = (tiny_qwen2 / "model.safetensors").read_bytes()
+    (target / "model.safetensors").write_bytes(whole[: len(whole) // 2])
+
+    assert resolve_model("builtin:tiny-qwen2").path == target
+    assert (target / "model.safetensors").read_bytes() == whole  # built again, identically
+    assert builtin_problem(target) is None
 
 
 def test_builtin_template_of_a_non_builtin(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ is an error that names it, as for the native format.
 from __future__ import annotations
 
 import logging
+from pathlib import PurePath
 from typing import Any
 
 from ftcore.errors import ConfigError
@@ -116,6 +117,23 @@ def flat_to_nested(
     if ignored:
         log.info("%s: ignoring LLaMA-Factory keys with no effect in ftflow: %s", source, ", ".join(ignored))
     return nested
+
+
+def default_names(nested: dict[str, Any], source: str | None) -> None:
+    """Give a flat config its own job and registry model name unless it sets them: the last part of
+    output_dir, else the config file's name. Without this every LLaMA-Factory file would share one
+    workdir (runs/ftflow-job) and one registered model."""
+    output_dir = nested.get("train", {}).get("output_dir")
+    if output_dir and PurePath(str(output_dir)).name not in ("", ".", ".."):
+        derived = PurePath(str(output_dir)).name
+    elif source:
+        derived = PurePath(source).stem
+    else:
+        return
+    nested.setdefault("name", derived)
+    registry = nested.setdefault("registry", {})
+    if isinstance(registry, dict):
+        registry.setdefault("model_name", derived)
 
 
 def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

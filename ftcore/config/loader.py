@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ftcore.config.llamafactory import KEY_MAP, flat_to_nested, is_flat, set_dotted
+from ftcore.config.llamafactory import KEY_MAP, default_names, flat_to_nested, is_flat, set_dotted
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 
@@ -34,9 +34,18 @@ def load_config(
             raise ConfigError(f"config file not found: {path}")
         text = path.read_text(encoding="utf-8")
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        except _DuplicateKey as dup:
+            raise ConfigError(
+                f"{path}:{dup.line}: key '{dup.key}' is given twice (lines {dup.first} and {dup.line}); "
+                "YAML would silently keep the last one: remove one of them"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if raw is None:
+            raise ConfigError(
+                f"{path} is empty: it names no model, data or training (see configs/quickstart.yaml)"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
         name, base_dir, lines = str(path), str(path.resolve().parent), _key_lines(text)
@@ -48,12 +57,40 @@ def load_config(
         if flat and "." not in key and key in KEY_MAP:
             key = KEY_MAP[key]
         set_dotted(nested, key, value)
+    if flat:
+        default_names(nested, None if name == "<config>" else name)
     if base_dir and "base_dir" not in nested:
         nested["base_dir"] = base_dir
     try:
         return PipelineConfig.model_validate(nested)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, name, lines, flat)) from None
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, first: int, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first, self.line = key, first, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        prefix = getattr(node, "_ftflow_path", "")
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(dotted, seen[key], line)
+            except TypeError:  # an unhashable key: let the base class report it
+                continue
+            seen[key] = line
+            value_node._ftflow_path = dotted  # type: ignore[attr-defined]
+        return super().construct_mapping(node, deep=deep)
 
 
 def _parse_override(item: str) -> tuple[str, Any]:

@@ -9,14 +9,22 @@ from typing import Any
 from ftcore import tracking
 from ftcore.artifacts import Artifact, read_manifest
 from ftcore.config.pipeline import PipelineConfig
+from ftcore.outputs import claim_output_dir
 
 log = logging.getLogger("ftcore.stages")
 
 
+# the config key that chooses each stage's folder, named when that folder is refused
+CHOSEN_BY = {"train": "train.output_dir", "merged": "export.export_dir"}
+
+
 def stage_dir(cfg: PipelineConfig, stage: str, key: str, chosen: str | None = None) -> Path:
     """Home of a stage's artifact: the folder the user chose (train.output_dir, export.export_dir),
-    else <workdir>/<stage>-<key prefix>, so a new key never overwrites an older result."""
-    return cfg.resolve_path(chosen) if chosen else cfg.workdir_path / f"{stage}-{key[:12]}"
+    else <workdir>/<stage>-<key prefix>, so a new key never overwrites an older result. A chosen
+    folder that holds data ftflow did not write is refused (ConfigError), never replaced."""
+    if chosen:
+        return claim_output_dir(cfg.resolve_path(chosen), CHOSEN_BY.get(stage, f"{stage} output folder"))
+    return cfg.workdir_path / f"{stage}-{key[:12]}"
 
 
 def reuse(directory: Path, key: str, stage: str) -> Artifact | None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import parse_ref
+from ftcore.outputs import check_outputs, resolve_adapter_dir
 from ftcore.stages.common import check_tracking, reuse, stage_dir
 
 log = logging.getLogger("ftcore.stages")
@@ -36,11 +36,12 @@ def preflight(cfg: PipelineConfig) -> None:
             )
     else:
         resolve_model(cfg.model.name_or_path, cfg.model.revision, cfg.model.cache_dir)
-    if cfg.model.adapter_name_or_path and not Path(cfg.model.adapter_name_or_path).is_dir():
-        raise ConfigError(f"model.adapter_name_or_path: {cfg.model.adapter_name_or_path} does not exist")
+    if cfg.model.adapter_name_or_path:
+        resolve_adapter_dir(cfg.model.adapter_name_or_path)
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
+    check_outputs(cfg)  # workdir writable; a chosen output folder holds nothing ftflow did not write
     # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
     # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)
     fetch_dataset(cfg)
@@ -51,9 +52,7 @@ def preflight(cfg: PipelineConfig) -> None:
 
 def external_adapter(cfg: PipelineConfig, model: Artifact) -> Artifact:
     """An adapter the user already has (model.adapter_name_or_path), as a train-stage artifact."""
-    path = Path(cfg.model.adapter_name_or_path).expanduser().resolve()
-    if not (path / "adapter_config.json").is_file():
-        raise ConfigError(f"model.adapter_name_or_path: {path} has no adapter_config.json")
+    path = resolve_adapter_dir(cfg.model.adapter_name_or_path)  # the folder itself or its model/
     return Artifact(
         kind="adapter",
         path=str(path),
