@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from ftcore import stages
 from ftcore.artifacts import read_manifest
 from ftcore.config import PipelineConfig
-from ftcore.stages.train import weight_dtype
 from ftcore.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint, resolve_resume
+from ftcore.train.methods import METHODS
 from tests.helpers import prepared_inputs, small_config
 
 
@@ -37,7 +37,7 @@ def test_lora_trains_adapter_and_leaves_base_untouched(prepared) -> None:
     base_after = load_file(Path(model.path) / "model.safetensors")
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
     checkpoints = sorted(p.name for p in (Path(trained.path).parent / "checkpoints").iterdir())
-    assert checkpoints == ["checkpoint-4", "checkpoint-8"]
+    assert checkpoints == ["checkpoint-8"], "train.keep_checkpoints=1 keeps only the last checkpoint"
     assert (Path(trained.path) / "chat_template.jinja").is_file()
 
 
@@ -68,6 +68,7 @@ def test_finished_training_is_reused_not_repeated(prepared) -> None:
 
 def test_auto_resume_continues_from_last_complete_checkpoint(prepared) -> None:
     cfg, model, data = prepared
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"keep_checkpoints": 2})})
     trained = stages.train(cfg, model, data)
     stage = Path(trained.path).parent
     # Make it look like a run killed after step 4: the final model, manifest and later checkpoint gone,
@@ -144,11 +145,9 @@ def test_gradient_accumulation_gives_the_same_trajectory_as_a_bigger_batch(tmp_p
 
 def test_lora_under_bf16_keeps_a_bf16_base_and_an_fp32_adapter(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=4", "train.bf16=true")
-    assert weight_dtype(cfg.train) == "bfloat16"
-    assert (
-        weight_dtype(small_config(tmp_path, "train.finetuning_type=full", "train.bf16=true").train)
-        == "float32"
-    )
+    assert METHODS["lora"].load_plan(cfg.train).dtype == "bfloat16"
+    full = small_config(tmp_path, "train.finetuning_type=full", "train.bf16=true").train
+    assert METHODS["full"].load_plan(full).dtype == "float32"
     trained = stages.train(cfg, *prepared_inputs(cfg))
     weights = load_file(Path(trained.path) / "adapter_model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}
