@@ -23,7 +23,12 @@ from ftcore.config.sections import LoraConfig
 from ftcore.errors import ConfigError, FtflowError
 from ftcore.stages.common import stage_dir
 from ftcore.stages.keys import train_key
-from ftcore.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint, resolve_resume
+from ftcore.train.checkpoints import (
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+)
 from ftcore.train.launch import TrainingProcessError
 from ftcore.train.lock import holder
 from ftcore.train.methods import METHODS
@@ -127,6 +132,21 @@ def test_output_dir_of_another_config_is_not_mixed_in(prepared, tmp_path: Path) 
     with pytest.raises(Exception, match="different config"):
         stages.train(cfg.model_copy(update={"train": other}), model, data)
     assert read_manifest(out) is not None, "the finished run in that folder must survive the refusal"
+
+
+def test_pruning_keeps_the_last_checkpoints_by_step_and_nothing_else(tmp_path: Path) -> None:
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-10", "checkpoint-x", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-3").write_text("a file, not a checkpoint folder")
+    assert {p.name for p in prune_checkpoints(tmp_path, 1)} == {"checkpoint-2", "checkpoint-4"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-10",
+        "checkpoint-3",
+        "checkpoint-x",
+        "notes",
+    ]
+    assert [p.name for p in prune_checkpoints(tmp_path, 0)] == ["checkpoint-10"]
+    assert prune_checkpoints(tmp_path / "missing", 0) == []
 
 
 def _loss_curve(cfg: PipelineConfig) -> list[float]:

@@ -41,11 +41,12 @@ def worker_command(request_path: Path, error_path: Path) -> list[str]:
 
 
 def worker_env() -> dict[str, str]:
-    """The parent's environment, plus: this same ftcore first on the path, unbuffered output, and the
-    parent's pid (the worker exits when that process dies)."""
+    """The parent's environment, plus: this same ftcore first on the path when it runs from a source
+    checkout, unbuffered output, and the parent's pid (the worker exits when that process dies)."""
     env = dict(os.environ)
-    root = str(Path(ftcore.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    root = Path(ftcore.__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file():  # never put an installed package's site-packages first
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env["FTFLOW_TRAIN_PARENT"] = str(os.getpid())
     return env
@@ -67,6 +68,7 @@ def run_worker(request: TrainRequest, lock: OutputLock | None = None) -> None:
         text=True,
         errors="replace",
     )
+    log.info("[train] training in worker process %d", proc.pid)
     if lock is not None:
         lock.note(worker=proc.pid)
     try:
