@@ -2,8 +2,9 @@
 
 Layout of the stage directory: checkpoints/ (the Trainer's, kept across kills so a restart resumes),
 model/ (the final weights, renamed into place when complete) and the manifest, written last.
-The step itself only keys, locks and checks the folder; training runs in a worker process
-(ftcore.train.launch) that writes model/ and the manifest, which the step reads back.
+The step itself keys the run, holds the folder's lock (.ftflow-train.lock: a second job on the same
+folder waits, then reuses or refuses), and launches a worker process (ftcore.train.launch) that writes
+model/ and the manifest, which the step reads back before pruning old checkpoints.
 """
 
 from __future__ import annotations
