@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def saved_dtype(path: str | Path) -> Any:
+    """The torch dtype a model folder's weights are stored in (config.json), or None if unknown."""
+    import torch
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = config.get("dtype") or config.get("torch_dtype")
+    dtype = getattr(torch, str(name), None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
@@ -32,9 +46,18 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
 
 
 def load_model(
-    path: str | Path, trust_remote_code: bool = False, dtype: str = "auto", device: str | None = None
+    path: str | Path,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+    device: str | None = None,
+    quantization_config: Any = None,
+    device_map: Any = None,
 ):
-    """A causal LM in eval mode on the chosen device; dtype 'auto' = bf16 where native, else fp32."""
+    """A causal LM in eval mode; dtype 'auto' = bf16 where native, else fp32.
+
+    With a device_map (or a quantization config) transformers places the weights; otherwise the whole
+    model goes to `device` (default: the GPU if there is one).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -42,10 +65,16 @@ def load_model(
         torch_dtype = torch.bfloat16 if bf16_supported() else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
+    extra: dict[str, Any] = {}
+    if quantization_config is not None:
+        extra["quantization_config"] = quantization_config
+    if device_map is not None:
+        extra["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code
+        str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
     )
-    model.to(device or pick_device())
+    if device_map is None and quantization_config is None:
+        model.to(device or pick_device())
     model.eval()
     return model
 

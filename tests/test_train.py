@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,9 +19,20 @@ from safetensors.torch import load_file
 from ftcore import stages
 from ftcore.artifacts import read_manifest
 from ftcore.config import PipelineConfig
-from ftcore.stages.train import weight_dtype
-from ftcore.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint, resolve_resume
-from tests.helpers import prepared_inputs, small_config
+from ftcore.config.sections import LoraConfig
+from ftcore.errors import ConfigError, FtflowError
+from ftcore.stages.common import stage_dir
+from ftcore.stages.keys import train_key
+from ftcore.train.checkpoints import (
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+)
+from ftcore.train.launch import TrainingProcessError
+from ftcore.train.lock import holder
+from ftcore.train.methods import METHODS
+from tests.helpers import REPO, prepared_inputs, small_config
 
 
 @pytest.fixture()
@@ -37,7 +55,7 @@ def test_lora_trains_adapter_and_leaves_base_untouched(prepared) -> None:
     base_after = load_file(Path(model.path) / "model.safetensors")
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
     checkpoints = sorted(p.name for p in (Path(trained.path).parent / "checkpoints").iterdir())
-    assert checkpoints == ["checkpoint-4", "checkpoint-8"]
+    assert checkpoints == ["checkpoint-8"], "train.keep_checkpoints=1 keeps only the last checkpoint"
     assert (Path(trained.path) / "chat_template.jinja").is_file()
 
 
@@ -68,6 +86,7 @@ def test_finished_training_is_reused_not_repeated(prepared) -> None:
 
 def test_auto_resume_continues_from_last_complete_checkpoint(prepared) -> None:
     cfg, model, data = prepared
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"keep_checkpoints": 2})})
     trained = stages.train(cfg, model, data)
     stage = Path(trained.path).parent
     # Make it look like a run killed after step 4: the final model, manifest and later checkpoint gone,
@@ -115,6 +134,21 @@ def test_output_dir_of_another_config_is_not_mixed_in(prepared, tmp_path: Path) 
     assert read_manifest(out) is not None, "the finished run in that folder must survive the refusal"
 
 
+def test_pruning_keeps_the_last_checkpoints_by_step_and_nothing_else(tmp_path: Path) -> None:
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-10", "checkpoint-x", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-3").write_text("a file, not a checkpoint folder")
+    assert {p.name for p in prune_checkpoints(tmp_path, 1)} == {"checkpoint-2", "checkpoint-4"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-10",
+        "checkpoint-3",
+        "checkpoint-x",
+        "notes",
+    ]
+    assert [p.name for p in prune_checkpoints(tmp_path, 0)] == ["checkpoint-10"]
+    assert prune_checkpoints(tmp_path / "missing", 0) == []
+
+
 def _loss_curve(cfg: PipelineConfig) -> list[float]:
     trained = stages.train(cfg, *prepared_inputs(cfg))
     state = Path(trained.path).parent / "checkpoints" / "checkpoint-6" / "trainer_state.json"
@@ -144,12 +178,118 @@ def test_gradient_accumulation_gives_the_same_trajectory_as_a_bigger_batch(tmp_p
 
 def test_lora_under_bf16_keeps_a_bf16_base_and_an_fp32_adapter(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=4", "train.bf16=true")
-    assert weight_dtype(cfg.train) == "bfloat16"
-    assert (
-        weight_dtype(small_config(tmp_path, "train.finetuning_type=full", "train.bf16=true").train)
-        == "float32"
-    )
+    assert METHODS["lora"].load_plan(cfg.train).dtype == "bfloat16"
+    full = small_config(tmp_path, "train.finetuning_type=full", "train.bf16=true").train
+    assert METHODS["full"].load_plan(full).dtype == "float32"
     trained = stages.train(cfg, *prepared_inputs(cfg))
     weights = load_file(Path(trained.path) / "adapter_model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+# --------------------------------------------------------------------------- the worker process
+
+# The train step alone in a fresh process, on inputs prepared by the test (so it reaches its lock fast).
+STEP_SCRIPT = """
+import logging, sys
+from pathlib import Path
+from ftcore import stages
+from ftcore.artifacts import Artifact
+from ftcore.config import load_config
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+cfg = load_config(sys.argv[1])
+model, data = (Artifact.model_validate_json(Path(p).read_text()) for p in sys.argv[2:4])
+print("RESULT", stages.train(cfg, model, data).fingerprint, flush=True)
+"""
+
+
+def _step_process(cfg: PipelineConfig, tmp_path: Path, **popen: Any) -> subprocess.Popen:
+    from ftcore.config.loader import dump_config
+
+    model, data = prepared_inputs(cfg)
+    files = [tmp_path / "cfg.yaml", tmp_path / "model.json", tmp_path / "data.json"]
+    files[0].write_text(dump_config(cfg))
+    files[1].write_text(model.model_dump_json())
+    files[2].write_text(data.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", STEP_SCRIPT, *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+
+
+def _out(cfg: PipelineConfig) -> Path:
+    model, data = prepared_inputs(cfg)
+    return stage_dir(cfg, "train", train_key(cfg, model, data), cfg.train.output_dir)
+
+
+def test_two_jobs_on_one_output_folder_never_train_at_once(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=4")
+    jobs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        jobs.append(_step_process(cfg, tmp_path / name))
+    outputs = [job.communicate(timeout=900) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    results = {line for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("RESULT")}
+    assert len(results) == 1, "both jobs return the same trained model"
+    logs = [stderr for _, stderr in outputs]
+    trained = [log for log in logs if "training for 4 steps" in log]
+    waited = [log for log in logs if "in use by another training" in log]
+    assert len(trained) == 1 and len(waited) == 1, logs
+    assert "reusing finished artifact" in waited[0], "the second job takes the first one's result"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status  # a zombie has stopped; it only waits to be reaped
+
+
+@pytest.mark.parametrize("how", ["sigterm-to-the-step", "ctrl-c"])
+def test_stopping_the_train_step_stops_its_worker_and_keeps_the_checkpoint(tmp_path: Path, how: str) -> None:
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=500", "train.save_steps=2")
+    out = _out(cfg)
+    step = _step_process(cfg, tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while last_complete_checkpoint(out / "checkpoints") is None:
+            assert step.poll() is None and time.monotonic() < deadline, step.communicate()
+            time.sleep(0.1)
+        worker = int(holder(out)["worker"])
+        if how == "ctrl-c":
+            os.killpg(step.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+        else:
+            os.kill(step.pid, signal.SIGTERM)  # the step's process only; it dies without cleanup
+        step.communicate(timeout=60)
+        deadline = time.monotonic() + 15
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(worker), "the training worker outlived the train step"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(step.pid, signal.SIGKILL)
+    assert read_manifest(out) is None
+    assert last_complete_checkpoint(out / "checkpoints") is not None, "checkpoints survive the stop"
+
+
+def test_a_bad_input_found_in_the_worker_stays_a_config_error(prepared) -> None:
+    cfg, model, data = prepared
+    bad = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lora": LoraConfig(target=["qq"])})})
+    with pytest.raises(ConfigError, match=r"train\.lora\.target: qq not found"):
+        stages.train(bad, model, data)
+
+
+def test_a_worker_crash_reports_its_last_lines(prepared, tmp_path: Path) -> None:
+    cfg, model, data = prepared
+    gone = data.model_copy(update={"path": str(tmp_path / "deleted-tokenized-data")})
+    with pytest.raises(TrainingProcessError, match="FileNotFoundError") as info:
+        stages.train(cfg, model, gone)
+    assert not isinstance(info.value, FtflowError), "a crash is retried, unlike a bad input"
+    assert "its last lines" in str(info.value) and "Traceback" in str(info.value)

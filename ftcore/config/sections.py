@@ -116,7 +116,15 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     logging_steps: int = Field(10, gt=0, description="Log loss every N steps.")
     save_steps: int = Field(100, gt=0, description="Write a checkpoint every N steps.")
-    save_total_limit: int | None = Field(3, gt=0, description="Keep at most this many checkpoints.")
+    save_total_limit: int | None = Field(
+        3, gt=0, description="Keep at most this many checkpoints while training."
+    )
+    keep_checkpoints: int = Field(
+        1,
+        ge=0,
+        description="Checkpoints kept after a successful train (the last N; 0 deletes all). The final "
+        "model is in output_dir/model either way; a kept checkpoint lets a longer run continue from it.",
+    )
     bf16: bool | None = Field(
         None, description="bf16 mixed precision; default: on where the hardware supports it."
     )

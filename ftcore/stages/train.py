@@ -2,6 +2,9 @@
 
 Layout of the stage directory: checkpoints/ (the Trainer's, kept across kills so a restart resumes),
 model/ (the final weights, renamed into place when complete) and the manifest, written last.
+The step itself keys the run, holds the folder's lock (.ftflow-train.lock: a second job on the same
+folder waits, then reuses or refuses), and launches a worker process (ftcore.train.launch) that writes
+model/ and the manifest, which the step reads back before pruning old checkpoints.
 """
 
 from __future__ import annotations
@@ -10,12 +13,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
-from ftcore.config.loader import dump_config
+from ftcore.artifacts import Artifact, read_manifest
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.config.sections import TrainConfig
 from ftcore.errors import ConfigError
-from ftcore.stages.common import JobRun, reuse, stage_dir
+from ftcore.stages.common import reuse, stage_dir
 from ftcore.stages.keys import train_key
 
 log = logging.getLogger("ftcore.stages")
@@ -25,102 +26,32 @@ KEY_FILE = "ftflow-train-key"
 
 def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:
     """Fine-tune the base model on the tokenized data; reuse a finished run with the same key."""
+    from ftcore.train.checkpoints import prune_checkpoints, resolve_resume
+    from ftcore.train.job import TrainRequest
+    from ftcore.train.launch import TrainingProcessError, run_worker
+    from ftcore.train.lock import output_lock
+
     key = train_key(cfg, model, data)
     out = stage_dir(cfg, "train", key, cfg.train.output_dir)
     done = reuse(out, key, "train")
     if done is not None:
         return done
-    _claim(out, key)
-
-    import datasets
-    from transformers import set_seed
-
-    from ftcore.modeling import load_model, load_tokenizer
-    from ftcore.train import METHODS, STAGES
-    from ftcore.train.callbacks import MetricsCallback, ProgressCallback
-    from ftcore.train.checkpoints import resolve_resume
-
-    checkpoints = out / "checkpoints"
-    resume_from = resolve_resume(cfg.train.resume_from_checkpoint, checkpoints)
-    if resume_from:
-        log.info("[train] resuming from %s", resume_from)
-
-    tracking = (
-        JobRun.for_key(cfg, key, {"ftflow.stage": cfg.train.stage})
-        if "mlflow" in cfg.train.report_to
-        else None
-    )
-    callbacks = [ProgressCallback()]
-    if tracking:
-        tracking.params(cfg.model_dump(mode="json", exclude={"base_dir"}))
-        callbacks.append(MetricsCallback(tracking.metrics))
-
-    set_seed(cfg.train.seed)
-    tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
-    base = load_model(model.path, cfg.model.trust_remote_code, dtype=weight_dtype(cfg.train))
-    base.train()
-    prepared = METHODS[cfg.train.finetuning_type](base, cfg.train)
-    train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
-    try:
-        result = STAGES[cfg.train.stage](
-            prepared, tokenizer, train_set, cfg.train, checkpoints, resume_from, callbacks
-        )
-    except BaseException:
-        if tracking:
-            tracking.finish("FAILED")
-        raise
-
-    with atomic_dir(out / "model") as tmp:
-        trained = result["model"]
-        trained.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if cfg.train.finetuning_type == "full" and getattr(trained, "generation_config", None) is not None:
-            trained.generation_config.save_pretrained(tmp)
-        (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
-    final_loss = next((e["loss"] for e in reversed(result["log_history"]) if "loss" in e), None)
-    metrics = {k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    if tracking:
-        from ftcore.tracking import plot_loss_curve
-
-        plot_dir = out / "plots"
-        plot_dir.mkdir(exist_ok=True)
-        plot_loss_curve(result["log_history"], plot_dir / "loss_curve.png")
-        tracking.artifacts(plot_dir, "plots")
-        tracking.metrics({f"train/{k}": v for k, v in metrics.items()}, result["global_step"])
-        tracking.finish()
-    artifact = Artifact(
-        kind="adapter" if cfg.train.finetuning_type == "lora" else "model",
-        path=str(out / "model"),
-        fingerprint=fingerprint_path(out / "model"),
-        metadata={
-            "key": key,
-            "stage": cfg.train.stage,
-            "finetuning_type": cfg.train.finetuning_type,
-            "base_model_path": model.path,
-            "base_model_ref": model.metadata.get("ref"),
-            "base_model_revision": model.metadata.get("revision"),
-            "base_model_fingerprint": model.fingerprint,
-            "dataset_fingerprint": data.metadata.get("dataset_fingerprint"),
-            "tokenized_fingerprint": data.fingerprint,
-            "template": data.metadata.get("template"),
-            "global_step": result["global_step"],
-            "resumed_from": str(resume_from) if resume_from else None,
-            "final_loss": final_loss,
-            "metrics": metrics,
-            "mlflow_run_id": tracking.run_id if tracking else None,
-            "tracking_uri": tracking.uri if tracking else None,
-        },
-    )
-    write_manifest(out, artifact)
+    with output_lock(out) as lock:
+        done = reuse(out, key, "train")  # the job we waited for may have made exactly this
+        if done is not None:
+            return done
+        _claim(out, key)
+        checkpoints = out / "checkpoints"
+        resume_from = resolve_resume(cfg.train.resume_from_checkpoint, checkpoints)
+        if resume_from:
+            log.info("[train] resuming from %s", resume_from)
+        run_worker(TrainRequest.build(cfg, model, data, key, out, resume_from), lock)
+        artifact = read_manifest(out)
+        if artifact is None or artifact.metadata.get("key") != key:
+            raise TrainingProcessError(f"the training worker exited without writing {out}'s manifest")
+        for pruned in prune_checkpoints(checkpoints, cfg.train.keep_checkpoints):
+            log.info("[train] removed %s (train.keep_checkpoints=%d)", pruned, cfg.train.keep_checkpoints)
     return artifact
-
-
-def weight_dtype(train_cfg: TrainConfig) -> str:
-    """LoRA under bf16 keeps the frozen base in bf16 (half the memory; peft keeps the adapter in fp32);
-    full fine-tuning keeps fp32 master weights and lets autocast do bf16 compute."""
-    from ftcore.train.sft import resolve_bf16
-
-    return "bfloat16" if train_cfg.finetuning_type == "lora" and resolve_bf16(train_cfg) else "float32"
 
 
 def _claim(out: Path, key: str) -> None:

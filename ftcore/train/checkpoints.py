@@ -48,3 +48,21 @@ def resolve_resume(setting: str | None, checkpoint_dir: Path) -> Path | None:
     if not is_complete_checkpoint(path):
         raise ConfigError(f"train.resume_from_checkpoint: {path} is not a complete checkpoint")
     return path
+
+
+def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
+    """After a successful train, delete all but the last `keep` checkpoint-N folders in `directory`
+    (the train step's own checkpoints folder; nothing else there or elsewhere is touched)."""
+    import shutil
+
+    if not directory.is_dir():
+        return []
+    found = sorted(
+        (int(match.group(1)), child)
+        for child in directory.iterdir()
+        if child.is_dir() and (match := _CHECKPOINT.match(child.name))
+    )
+    doomed = [path for _, path in found[: max(len(found) - keep, 0)]]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed

@@ -7,6 +7,7 @@ from typing import Any
 
 from ftcore.config.sections import TrainConfig
 from ftcore.modeling import bf16_supported
+from ftcore.train.methods import TrainingMethod
 
 
 def resolve_bf16(cfg: TrainConfig) -> bool:
@@ -14,8 +15,9 @@ def resolve_bf16(cfg: TrainConfig) -> bool:
     return bf16_supported() if cfg.bf16 is None else cfg.bf16
 
 
-def training_arguments(cfg: TrainConfig, checkpoint_dir: Path) -> Any:
-    """TrainingArguments from the train section, with defaults that work on CPU and GPU alike."""
+def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingMethod) -> Any:
+    """TrainingArguments from the train section, with defaults that work on CPU and GPU alike; the
+    method picks the optimizer."""
     import torch
     from transformers import TrainingArguments
 
@@ -42,11 +44,11 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path) -> Any:
         bf16=bf16,
         fp16=cfg.fp16,
         use_cpu=use_cpu,
-        optim="adamw_torch" if use_cpu else "adamw_torch_fused",
         report_to="none",  # ftflow logs to MLflow itself, through MetricsCallback
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        **method.optimizer_args(cfg, use_cpu),
     )
 
 
@@ -58,26 +60,42 @@ def run_sft(
     checkpoint_dir: Path,
     resume_from: Path | None,
     callbacks: list[Any],
+    method: TrainingMethod,
 ) -> dict[str, Any]:
     """Train `model` in place; returns the final metrics and the full log history."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
     from ftcore.data.collator import SFTCollator
+    from ftcore.train.callbacks import LogAtCheckpoints
 
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, checkpoint_dir),
+        args=training_arguments(cfg, checkpoint_dir, method),
         train_dataset=train_dataset,
         data_collator=SFTCollator(pad_token_id=tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[LogAtCheckpoints(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # ftflow's ProgressCallback prints instead
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    metrics = dict(result.metrics)
+    metrics["train_loss"] = run_mean_loss(trainer.state.log_history, metrics.get("train_loss"))
     return {
-        "metrics": dict(result.metrics),
+        "metrics": metrics,
         "global_step": trainer.state.global_step,
         "log_history": list(trainer.state.log_history),
         "model": trainer.model,
     }
+
+
+def run_mean_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:
+    """Mean loss over every step of the run, resumed or not (the Trainer's own train_loss covers only
+    the steps since the last resume). Each logged loss is the mean over the steps since the last log."""
+    total, steps, last = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) > last:
+            total += entry["loss"] * (entry["step"] - last)
+            steps += entry["step"] - last
+            last = entry["step"]
+    return total / steps if steps else fallback

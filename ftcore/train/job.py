@@ -1,0 +1,129 @@
+"""The body of a training run: load, prepare, train, save, write the manifest.
+
+It runs inside the worker process (ftcore.train.worker) that the train step starts; it can also be
+called in-process (tests, debugging). Everything it needs travels in a TrainRequest (JSON), and all it
+reports is the manifest it writes, so the step works the same with one process or a torchrun group.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
+from ftcore.config.loader import dump_config
+from ftcore.config.pipeline import PipelineConfig
+
+log = logging.getLogger("ftcore.train")
+
+
+class TrainRequest(BaseModel):
+    """What the train step hands to the worker process."""
+
+    config: dict[str, Any]
+    model: Artifact
+    data: Artifact
+    key: str
+    output_dir: str
+    resume_from: str | None = None
+
+    @classmethod
+    def build(
+        cls, cfg: PipelineConfig, model: Artifact, data: Artifact, key: str, out: Path, resume: Path | None
+    ) -> TrainRequest:
+        # base_dir is excluded from dumps (it is not config); the worker still needs it for inputs
+        config = {**cfg.model_dump(mode="json"), "base_dir": cfg.base_dir}
+        return cls(
+            config=config,
+            model=model,
+            data=data,
+            key=key,
+            output_dir=str(out),
+            resume_from=str(resume) if resume else None,
+        )
+
+    def pipeline_config(self) -> PipelineConfig:
+        return PipelineConfig.model_validate(self.config)
+
+
+def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None) -> Artifact:
+    """Train as the request says; writes <output_dir>/model and then the manifest, returns it."""
+    import datasets
+    from transformers import set_seed
+
+    from ftcore.modeling import load_tokenizer, saved_dtype
+    from ftcore.stages.common import JobRun
+    from ftcore.train import METHODS, STAGES
+    from ftcore.train.callbacks import MetricsCallback, ProgressCallback
+
+    cfg = request.pipeline_config()
+    model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
+    resume_from = Path(request.resume_from) if request.resume_from else None
+    method = METHODS[cfg.train.finetuning_type]
+
+    tracking = (
+        JobRun.for_key(cfg, key, {"ftflow.stage": cfg.train.stage})
+        if "mlflow" in cfg.train.report_to
+        else None
+    )
+    callbacks: list[Any] = [ProgressCallback(), *(extra_callbacks or [])]
+    if tracking:
+        tracking.params(cfg.model_dump(mode="json", exclude={"base_dir"}))
+        callbacks.append(MetricsCallback(tracking.metrics))
+
+    try:
+        set_seed(cfg.train.seed)
+        tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
+        prepared = method.prepare(method.load(model.path, cfg.train, cfg.model.trust_remote_code), cfg.train)
+        train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
+        result = STAGES[cfg.train.stage](
+            prepared, tokenizer, train_set, cfg.train, out / "checkpoints", resume_from, callbacks, method
+        )
+        with atomic_dir(out / "model") as tmp:
+            method.save(result["model"], tmp, saved_dtype(model.path))
+            tokenizer.save_pretrained(tmp)
+            (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
+    except BaseException as exc:
+        if tracking:
+            tracking.finish("FAILED" if isinstance(exc, Exception) else "KILLED")
+        raise
+
+    final_loss = next((e["loss"] for e in reversed(result["log_history"]) if "loss" in e), None)
+    metrics = {k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    if tracking:
+        from ftcore.tracking import plot_loss_curve
+
+        plot_dir = out / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        plot_loss_curve(result["log_history"], plot_dir / "loss_curve.png")
+        tracking.artifacts(plot_dir, "plots")
+        tracking.metrics({f"train/{k}": v for k, v in metrics.items()}, result["global_step"])
+        tracking.finish()
+    artifact = Artifact(
+        kind=method.artifact_kind,
+        path=str(out / "model"),
+        fingerprint=fingerprint_path(out / "model"),
+        metadata={
+            "key": key,
+            "stage": cfg.train.stage,
+            "finetuning_type": cfg.train.finetuning_type,
+            "base_model_path": model.path,
+            "base_model_ref": model.metadata.get("ref"),
+            "base_model_revision": model.metadata.get("revision"),
+            "base_model_fingerprint": model.fingerprint,
+            "dataset_fingerprint": data.metadata.get("dataset_fingerprint"),
+            "tokenized_fingerprint": data.fingerprint,
+            "template": data.metadata.get("template"),
+            "global_step": result["global_step"],
+            "resumed_from": str(resume_from) if resume_from else None,
+            "final_loss": final_loss,
+            "metrics": metrics,
+            "mlflow_run_id": tracking.run_id if tracking else None,
+            "tracking_uri": tracking.uri if tracking else None,
+        },
+    )
+    write_manifest(out, artifact)
+    return artifact

@@ -1,0 +1,94 @@
+"""The training worker process: `python -m ftcore.train.worker <request.json> <error.json>`.
+
+Started by the train step (ftcore.train.launch). Its log records go to stdout as one JSON object per
+line, which the parent re-emits on its own `ftcore` loggers; anything else a library prints passes
+through as plain text. On failure it writes the exception's class and message to <error.json>, so
+the parent raises the same FtflowError (a bad input is not retried) or a crash error with the tail.
+It exits when the parent dies, and turns SIGTERM into a clean stop (the MLflow run is marked KILLED;
+the last complete checkpoint stays for the next resume).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+RECORD_PREFIX = "\x1eftflow-log "  # marks a log record line in the worker's output
+
+
+class _RecordFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return RECORD_PREFIX + json.dumps({"level": record.levelno, "name": record.name, "msg": message})
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_RecordFormatter())
+    root = logging.getLogger("ftcore")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _stop(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Never outlive the train step: the kernel signals us when it dies (Linux), and a watcher thread
+    covers other systems and a parent that died before we got here."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() != parent:
+        os._exit(143)
+    threading.Thread(target=watch, name="ftflow-parent-watch", daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    request_path, error_path = Path(argv[0]), Path(argv[1])
+    signal.signal(signal.SIGTERM, _stop)
+    parent = os.environ.get("FTFLOW_TRAIN_PARENT")
+    if parent:
+        _die_with_parent(int(parent))
+    _setup_logging()
+    try:
+        from ftcore.train.job import TrainRequest, run_training
+
+        run_training(TrainRequest.model_validate_json(request_path.read_text()))
+    except BaseException as exc:
+        error = {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc)}
+        error_path.write_text(json.dumps(error))
+        if not isinstance(exc, Exception):
+            raise
+        from ftcore.errors import FtflowError
+
+        if not isinstance(exc, FtflowError):  # a crash: its traceback; a bad input: just the message
+            logging.getLogger("ftcore.train").error("training failed", exc_info=exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
