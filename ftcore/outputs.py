@@ -18,9 +18,10 @@ from ftcore.errors import ConfigError
 if TYPE_CHECKING:
     from ftcore.config.pipeline import PipelineConfig
 
-# Files only ftflow writes into an output folder: a finished artifact's manifest, or the train step's
-# key file (ftcore.stages.train.KEY_FILE), written when training starts and kept while it resumes.
-FTFLOW_MARKERS = (MANIFEST, "ftflow-train-key")
+# The train step's key file, written into its folder when training starts and kept while it resumes.
+TRAIN_KEY_FILE = "ftflow-train-key"
+# Files only ftflow writes into an output folder: a finished artifact's manifest or the train key file.
+FTFLOW_MARKERS = (MANIFEST, TRAIN_KEY_FILE)
 
 
 def is_ftflow_dir(path: Path) -> bool:

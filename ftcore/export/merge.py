@@ -25,21 +25,22 @@ def merge_lora(
     """
     import torch
     from peft import PeftModel
-    from transformers import AutoConfig
 
     from ftcore.data.template import apply_template, get_template
-    from ftcore.modeling import load_model, load_tokenizer
+    from ftcore.modeling import load_model, load_tokenizer, saved_dtype
 
     chat = get_template(template) if template else None  # an unknown name fails before the merge
-    tokenizer = load_tokenizer(adapter_path, trust_remote_code)
+    # ftflow's adapters carry the tokenizer they were trained with; one from elsewhere may not
+    has_tokenizer = any(
+        (Path(adapter_path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
+    )
+    tokenizer = load_tokenizer(adapter_path if has_tokenizer else base_path, trust_remote_code)
     if chat is not None:
         chat.check_tokenizer(tokenizer)
-    base_dtype = getattr(
-        AutoConfig.from_pretrained(str(base_path), trust_remote_code=trust_remote_code), "dtype", None
-    )
+    base_dtype = saved_dtype(base_path)
     base = load_model(base_path, trust_remote_code, dtype="float32", device="cpu")
     merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
-    if isinstance(base_dtype, torch.dtype) and base_dtype != torch.float32:
+    if base_dtype is not None and base_dtype != torch.float32:
         merged = merged.to(base_dtype)
     merged.save_pretrained(out_dir, safe_serialization=True)
     for name in _CARRY_FILES:

@@ -28,7 +28,7 @@ TRAIN_NOT_IN_KEY = {
     "logging_steps",
     "save_steps",
     "save_total_limit",
-    "keep_checkpoints",  # what is pruned after training (h-train's field; ignored until it lands)
+    "keep_checkpoints",  # how many checkpoints are kept after training
     "per_device_eval_batch_size",
 }
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from ftcore.artifacts import Artifact, read_manifest
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
+from ftcore.outputs import TRAIN_KEY_FILE
 from ftcore.stages.common import reuse, stage_dir
 from ftcore.stages.keys import train_key
 
 log = logging.getLogger("ftcore.stages")
 
-KEY_FILE = "ftflow-train-key"
+KEY_FILE = TRAIN_KEY_FILE
 
 
 def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:

@@ -7,6 +7,7 @@ reports is the manifest it writes, so the step works the same with one process o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     import datasets
     from transformers import set_seed
 
+    from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
     from ftcore.stages.common import JobRun
     from ftcore.train import METHODS, STAGES
@@ -64,17 +66,16 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     resume_from = Path(request.resume_from) if request.resume_from else None
     method = METHODS[cfg.train.finetuning_type]
 
-    tracking = (
+    opened = (
         JobRun.for_key(cfg, key, {"ftflow.stage": cfg.train.stage})
         if "mlflow" in cfg.train.report_to
-        else None
+        else contextlib.nullcontext()
     )
-    callbacks: list[Any] = [ProgressCallback(), *(extra_callbacks or [])]
-    if tracking:
-        tracking.params(cfg.model_dump(mode="json", exclude={"base_dir"}))
-        callbacks.append(MetricsCallback(tracking.metrics))
-
-    try:
+    with opened as tracking:  # the run ends FINISHED, FAILED or KILLED, however training ends
+        callbacks: list[Any] = [ProgressCallback(), *(extra_callbacks or [])]
+        if tracking:
+            tracking.params(cfg.model_dump(mode="json", exclude={"base_dir"}))
+            callbacks.append(MetricsCallback(tracking.metrics))
         set_seed(cfg.train.seed)
         tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
         prepared = method.prepare(method.load(model.path, cfg.train, cfg.model.trust_remote_code), cfg.train)
@@ -84,24 +85,19 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         )
         with atomic_dir(out / "model") as tmp:
             method.save(result["model"], tmp, saved_dtype(model.path))
-            tokenizer.save_pretrained(tmp)
+            # the template it was trained with, as its chat_template, and its stop tokens as eos
+            apply_template(get_template(data.metadata["template"]), tmp, tokenizer)
             (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
-    except BaseException as exc:
+        final_loss = next((e["loss"] for e in reversed(result["log_history"]) if "loss" in e), None)
+        metrics = {k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
         if tracking:
-            tracking.finish("FAILED" if isinstance(exc, Exception) else "KILLED")
-        raise
+            from ftcore.tracking import plot_loss_curve
 
-    final_loss = next((e["loss"] for e in reversed(result["log_history"]) if "loss" in e), None)
-    metrics = {k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    if tracking:
-        from ftcore.tracking import plot_loss_curve
-
-        plot_dir = out / "plots"
-        plot_dir.mkdir(exist_ok=True)
-        plot_loss_curve(result["log_history"], plot_dir / "loss_curve.png")
-        tracking.artifacts(plot_dir, "plots")
-        tracking.metrics({f"train/{k}": v for k, v in metrics.items()}, result["global_step"])
-        tracking.finish()
+            plot_dir = out / "plots"
+            plot_dir.mkdir(exist_ok=True)
+            plot_loss_curve(result["log_history"], plot_dir / "loss_curve.png")
+            tracking.artifacts(plot_dir, "plots")
+            tracking.metrics({f"train/{k}": v for k, v in metrics.items()}, result["global_step"])
     artifact = Artifact(
         kind=method.artifact_kind,
         path=str(out / "model"),
