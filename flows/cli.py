@@ -1,4 +1,4 @@
-"""`ft`: run the whole pipeline as a Prefect flow, or one stage directly, LLaMA-Factory style.
+"""`ft`: run the whole pipeline as a Prefect flow, or one step directly, LLaMA-Factory style.
 
 ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, register)
 ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ftcore_to_stderr() -> logging.Handler:
-    """Show ftcore's INFO lines (stage steps, training progress) on stderr; returns the handler."""
+    """Show ftcore's INFO lines (pipeline steps, training progress) on stderr; returns the handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     logger = logging.getLogger("ftcore")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "interrupted: finished stages and the last training checkpoint are kept; "
+            "interrupted: finished steps and the last training checkpoint are kept; "
             "run the same command again to resume",
             file=sys.stderr,
         )
@@ -136,7 +136,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     _quiet_libraries()
     cfg = load_config(args.config, args.overrides)
     if args.command == "run":
-        from ftcore.stages import preflight
+        from ftcore.steps import preflight
 
         preflight(cfg)  # before Prefect starts: a bad config fails in milliseconds
         from flows.local_server import prefect_api
@@ -150,7 +150,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             finetune(cfg)
         return 0
-    from ftcore.stages import run_local
+    from ftcore.steps import run_local
 
     if args.command == "eval":
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"enabled": True})})

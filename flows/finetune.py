@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 
 from ftcore.artifacts import Artifact
 from ftcore.config import PipelineConfig, load_config
-from ftcore.stages import Step, plan, preflight, run_steps
+from ftcore.steps import Step, plan, preflight, run_steps
 from tasks import TASKS
 
 
@@ -35,7 +35,7 @@ def _submit(summary: list[dict[str, Any]]) -> Any:
             artifact = state.result()
         summary.append(
             {
-                "stage": step.name,
+                "step": step.name,
                 "state": state.name,
                 "seconds": round(time.monotonic() - start, 1),
                 "path": artifact.path,
@@ -57,17 +57,17 @@ def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = 
     summary: list[dict[str, Any]] = []
     out = run_steps(cfg, plan(cfg), _submit(summary))
     for row in summary:
-        logger.info("%-14s %-10s %7.1fs  %s", row["stage"], row["state"], row["seconds"], row["path"])
+        logger.info("%-14s %-10s %7.1fs  %s", row["step"], row["state"], row["seconds"], row["path"])
     _publish_summary(cfg, summary, out)
     return {"summary": summary, "artifacts": {name: a.model_dump() for name, a in out.items()}}
 
 
 def _publish_summary(cfg: PipelineConfig, summary: list[dict[str, Any]], out: dict[str, Artifact]) -> None:
-    """A markdown artifact in the Prefect UI: what each stage did and what the fine-tune achieved."""
+    """A markdown artifact in the Prefect UI: what each step did and what the fine-tune achieved."""
     from prefect.artifacts import create_markdown_artifact
 
-    lines = ["| stage | state | seconds | artifact |", "|---|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['state']} | {r['seconds']} | `{r['path']}` |" for r in summary]
+    lines = ["| step | state | seconds | artifact |", "|---|---|---|---|"]
+    lines += [f"| {r['step']} | {r['state']} | {r['seconds']} | `{r['path']}` |" for r in summary]
     metrics = out["eval"].metadata.get("metrics", {}) if "eval" in out else {}
     if metrics:
         lines += ["", "| metric | value |", "|---|---|"]

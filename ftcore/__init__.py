@@ -1,6 +1,6 @@
 """ftflow's library: config, hub, data, training, evaluation, export and registry.
 
-Plain Python + torch / Hugging Face. It never imports prefect, so every stage can be called,
+Plain Python + torch / Hugging Face. It never imports prefect, so every step can be called,
 tested and debugged as an ordinary function.
 """
 

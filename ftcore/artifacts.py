@@ -1,8 +1,8 @@
-"""Stage outputs as atomic directories with manifests, plus the fingerprints that key the caches.
+"""Step outputs as atomic directories with manifests, plus the fingerprints that key the caches.
 
-A stage writes into a temp directory beside its final place and renames it into place when complete;
+A step writes into a temp directory beside its final place and renames it into place when complete;
 the manifest is the last file written. So a directory with a manifest is always a finished artifact,
-and a killed stage leaves at most a temp directory that no one takes for a result.
+and a killed step leaves at most a temp directory that no one takes for a result.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _CHUNK = 1024 * 1024
 
 
 class Artifact(BaseModel):
-    """What a stage made: enough for later stages to need nothing else."""
+    """What a step made: enough for later steps to need nothing else."""
 
     kind: str = Field(description="model, dataset, tokenized, adapter, checkpoint, eval, merged, registered")
     path: str = Field(description="Absolute path of the artifact directory (or a URI for registry entries).")
@@ -86,12 +86,12 @@ def output_fingerprint(key: str, path: Path) -> str:
     return hash_json({"key": key, "files": content_listing(path)})
 
 
-def stage_key(
-    stage: str, config: Any, inputs: list[str], extra: Any = None, version: int | None = None
+def compute_key(
+    step: str, config: Any, inputs: list[str], extra: Any = None, version: int | None = None
 ) -> str:
-    """Cache key of a stage: its config section, its inputs' fingerprints, the stage's own version
+    """Cache key of a step: its config section, its inputs' fingerprints, the step's own version
     (bumped with its code, see ftcore.step_versions) and the ftflow version."""
-    parts = {"stage": stage, "config": config, "inputs": inputs, "extra": extra, "v": ftcore.__version__}
+    parts = {"step": step, "config": config, "inputs": inputs, "extra": extra, "v": ftcore.__version__}
     if version is not None:
         parts["step_version"] = version
     return hash_json(parts)
@@ -111,8 +111,8 @@ def read_manifest(path: str | Path) -> Artifact | None:
 def is_present(artifact: Artifact) -> bool:
     """Whether an artifact's files are still there, e.g. before trusting an orchestrator's cache.
 
-    Stage outputs (they carry their key) are finished while their manifest exists with the same
-    fingerprint (beside the files, or one level up for a stage's `model/` folder); inputs (a fetched
+    Step outputs (they carry their key) are finished while their manifest exists with the same
+    fingerprint (beside the files, or one level up for a step's `model/` folder); inputs (a fetched
     model, an adapter the user brought) while their path exists; registry entries while their model
     version exists in the registry they name.
     """
@@ -162,9 +162,9 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 
 
 def clean_stale_temps(parent: Path, older_than_s: float = 0.0) -> list[Path]:
-    """Remove temp dirs left by killed stages (never complete, never read); returns what went.
+    """Remove temp dirs left by killed steps (never complete, never read); returns what went.
 
-    `older_than_s` spares temp dirs a stage running right now may still be filling.
+    `older_than_s` spares temp dirs a step running right now may still be filling.
     """
     removed: list[Path] = []
     if not parent.is_dir():

@@ -1,4 +1,4 @@
-"""Loading models and tokenizers the same way in every stage (dtype, device, remote code)."""
+"""Loading models and tokenizers the same way in every step (dtype, device, remote code)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MLflow model registry: model versions keyed by the pipeline's cache key, aliases, lineage tags.
 
-A version is tagged `ftflow.key=<cache key of the register stage>`, which makes registration
+A version is tagged `ftflow.key=<cache key of the register step>`, which makes registration
 idempotent: re-running a finished job finds its version instead of adding a duplicate. Each version
 is an MLflow logged model with its own artifact location. Aliases (`candidate`, later `champion`) are
 the only moving pointers, set on every run (never cached); serving and promotion read them, so a

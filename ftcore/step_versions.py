@@ -35,18 +35,18 @@ STEP_VERSIONS: dict[str, int] = {
 # Files (globs relative to ROOT) whose code decides a step's output. Template DATA
 # (templates.yaml) is not listed: the preprocess key holds each template's definition itself.
 STEP_SOURCES: dict[str, tuple[str, ...]] = {
-    "fetch_model": ("ftcore/stages/fetch.py", "ftcore/hub.py", "ftcore/builtin.py"),
-    "fetch_dataset": ("ftcore/stages/fetch.py", "ftcore/data/loader.py", "ftcore/data/splits.py"),
-    "preprocess": ("ftcore/stages/preprocess.py", "ftcore/data/processor.py", "ftcore/data/template.py"),
+    "fetch_model": ("ftcore/steps/fetch.py", "ftcore/hub.py", "ftcore/builtin.py"),
+    "fetch_dataset": ("ftcore/steps/fetch.py", "ftcore/data/loader.py", "ftcore/data/splits.py"),
+    "preprocess": ("ftcore/steps/preprocess.py", "ftcore/data/processor.py", "ftcore/data/template.py"),
     "train": (
-        "ftcore/stages/train.py",
+        "ftcore/steps/train.py",
         "ftcore/train/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
     ),
-    "evaluate": ("ftcore/stages/evaluate.py", "ftcore/evaluate/*.py", "ftcore/modeling.py"),
-    "merge": ("ftcore/stages/merge.py", "ftcore/export/*.py"),
-    "register": ("ftcore/stages/register.py", "ftcore/registry.py"),
+    "evaluate": ("ftcore/steps/evaluate.py", "ftcore/evaluate/*.py", "ftcore/modeling.py"),
+    "merge": ("ftcore/steps/merge.py", "ftcore/export/*.py"),
+    "register": ("ftcore/steps/register.py", "ftcore/registry.py"),
 }
 
 

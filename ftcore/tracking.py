@@ -1,6 +1,6 @@
 """MLflow runs and metrics through an explicit `MlflowClient`.
 
-No global active run and nothing set at import: every call names its client and run id, so stages
+No global active run and nothing set at import: every call names its client and run id, so steps
 running in parallel (Prefect tasks, threads, worker processes) never share tracking state. The default
 store is `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`, so a job needs no
 server and leaves nothing in the current directory. With a server (MLFLOW_TRACKING_URI=http://...) runs
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
-if TYPE_CHECKING:  # mlflow is imported lazily: it is slow to import and not every stage tracks.
+if TYPE_CHECKING:  # mlflow is imported lazily: it is slow to import and not every step tracks.
     from mlflow import MlflowClient
 
     from ftcore.config.sections import RegistryConfig
@@ -213,7 +213,7 @@ def _warn_location(client: MlflowClient, name: str, location: str, wanted: Path 
 
 
 def open_experiment(cfg: RegistryConfig, workdir: Path) -> tuple[MlflowClient, str]:
-    """Client and experiment id for a job's config: the one-liner stages and tasks call."""
+    """Client and experiment id for a job's config: the one-liner steps and tasks call."""
     uri = resolve_tracking_uri(cfg.tracking_uri, workdir)
     client = get_client(uri)
     return client, ensure_experiment(client, cfg.experiment, default_artifact_root(uri))

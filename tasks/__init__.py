@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from tasks.stages import TASKS, step_task
+from tasks.steps import TASKS, step_task
 
 __all__ = ["TASKS", "step_task"]
 

@@ -14,11 +14,11 @@ from ftcore.artifacts import hash_json
 from ftcore.errors import FtflowError
 
 
-def cache_key(stage: str, compute: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str | None]:
-    """A Prefect cache_key_fn: the stage's ftcore key, scoped to the job's workdir.
+def cache_key(step: str, compute: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str | None]:
+    """A Prefect cache_key_fn: the step's ftcore key, scoped to the job's workdir.
 
     Prefect's default policy hashes only the task's source, so a change inside ftcore or in an input
-    artifact would not invalidate it; this key moves exactly when the stage's result would.
+    artifact would not invalidate it; this key moves exactly when the step's result would.
     """
 
     def key_fn(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -28,7 +28,7 @@ def cache_key(stage: str, compute: Callable[..., str]) -> Callable[[Any, dict[st
             key = compute(cfg, *args)
         except FtflowError:
             return None  # let the task run and report the error itself
-        return f"ftflow-{stage}-{hash_json([key, str(cfg.workdir_path)])[:32]}"
+        return f"ftflow-{step}-{hash_json([key, str(cfg.workdir_path)])[:32]}"
 
     return key_fn
 
@@ -55,7 +55,7 @@ class _ToPrefect(logging.Handler):
 
 @contextlib.contextmanager
 def ftcore_logs() -> Iterator[None]:
-    """Show ftcore's log lines (stage steps, training progress) in the task's Prefect run log."""
+    """Show ftcore's log lines (pipeline steps, training progress) in the task's Prefect run log."""
     try:
         handler = _ToPrefect(get_run_logger())
     except MissingContextError:  # called as task.fn() outside a run: plain logging applies

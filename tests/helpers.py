@@ -41,10 +41,10 @@ def small_config(workdir: Path, *overrides: str, **sections: Any) -> PipelineCon
 
 def prepared_inputs(cfg: PipelineConfig) -> tuple[Any, Any]:
     """The base model and tokenized data artifacts that train, evaluate and merge take."""
-    from ftcore import stages
+    from ftcore import steps
 
-    model = stages.fetch_model(cfg)
-    return model, stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+    model = steps.fetch_model(cfg)
+    return model, steps.preprocess(cfg, model, steps.fetch_dataset(cfg))
 
 
 def write_dataset(folder: Path, info: dict[str, Any], files: dict[str, object]) -> Path:

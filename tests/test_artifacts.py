@@ -1,4 +1,4 @@
-"""Stage outputs: atomic directories, manifests, fingerprints and cache keys."""
+"""Step outputs: atomic directories, manifests, fingerprints and cache keys."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from ftcore.artifacts import (
     Artifact,
     atomic_dir,
     clean_stale_temps,
+    compute_key,
     fingerprint_file,
     fingerprint_path,
     hash_json,
     is_present,
     output_fingerprint,
     read_manifest,
-    stage_key,
     write_manifest,
 )
 
@@ -214,24 +214,24 @@ def test_is_present_requires_the_manifest_of_a_step_output(tmp_path: Path) -> No
 # --- cache keys ---
 
 
-def test_stage_key_changes_with_config_inputs_and_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = stage_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
-    assert base == stage_key("train", {"rank": 8, "lr": 1e-4}, ["fp-model", "fp-data"])  # key order
-    assert base != stage_key("train", {"lr": 2e-4, "rank": 8}, ["fp-model", "fp-data"])
-    assert base != stage_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data-2"])
-    assert base != stage_key("train", {"lr": 1e-4, "rank": 8}, ["fp-data", "fp-model"])
-    assert base != stage_key("evaluate", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
-    assert base != stage_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"], extra="x")
+def test_compute_key_changes_with_config_inputs_and_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = compute_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
+    assert base == compute_key("train", {"rank": 8, "lr": 1e-4}, ["fp-model", "fp-data"])  # key order
+    assert base != compute_key("train", {"lr": 2e-4, "rank": 8}, ["fp-model", "fp-data"])
+    assert base != compute_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data-2"])
+    assert base != compute_key("train", {"lr": 1e-4, "rank": 8}, ["fp-data", "fp-model"])
+    assert base != compute_key("evaluate", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
+    assert base != compute_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"], extra="x")
     # A new ftflow version invalidates every cache. The version is an input read from
     # ftcore.__version__ at call time; setting it is how a new release looks to the key.
     monkeypatch.setattr(ftcore, "__version__", ftcore.__version__ + ".post1")
-    assert base != stage_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
+    assert base != compute_key("train", {"lr": 1e-4, "rank": 8}, ["fp-model", "fp-data"])
 
 
-def test_stage_key_changes_with_the_step_version() -> None:
-    v1 = stage_key("train", {"lr": 1e-4}, ["fp"], version=1)
-    assert v1 == stage_key("train", {"lr": 1e-4}, ["fp"], version=1)
-    assert v1 != stage_key("train", {"lr": 1e-4}, ["fp"], version=2)
+def test_compute_key_changes_with_the_step_version() -> None:
+    v1 = compute_key("train", {"lr": 1e-4}, ["fp"], version=1)
+    assert v1 == compute_key("train", {"lr": 1e-4}, ["fp"], version=1)
+    assert v1 != compute_key("train", {"lr": 1e-4}, ["fp"], version=2)
 
 
 def test_hash_json_is_stable() -> None:

@@ -75,7 +75,7 @@ def test_shipped_config_loads_and_validates(path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_passes_preflight(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same checks `ft run` makes before any heavy work (every data row is parsed)."""
-    from ftcore.stages import preflight
+    from ftcore.steps import preflight
 
     monkeypatch.chdir(REPO)
     cfg = load_config(path)

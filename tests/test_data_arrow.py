@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from ftcore import stages
+from ftcore import steps
 from ftcore.builtin import ftflow_home
 from ftcore.config.llamafactory import flat_to_nested
 from ftcore.config.sections import DataConfig
@@ -91,7 +91,7 @@ def test_bad_row_fails_preflight_naming_it_and_leaves_nothing(tmp_path: Path):
     )
     cached = set((ftflow_home() / "datasets").glob("*"))
     with pytest.raises(DataError, match=r"d\.json: row 5: missing required column 'output'"):
-        stages.preflight(cfg)
+        steps.preflight(cfg)
     assert not (tmp_path / "job").exists()
     assert set((ftflow_home() / "datasets").glob("*")) == cached, "no half dataset left in the cache"
 
@@ -115,10 +115,10 @@ def test_rows_are_parsed_once_per_fresh_run(tmp_path: Path, monkeypatch: pytest.
         "data.eval_dataset=[]",
         "data.val_size=0.25",
     )
-    stages.preflight(cfg)
-    model = stages.fetch_model(cfg)
-    dataset = stages.fetch_dataset(cfg)
-    tokenized = stages.preprocess(cfg, model, dataset)
+    steps.preflight(cfg)
+    model = steps.fetch_model(cfg)
+    dataset = steps.fetch_dataset(cfg)
+    tokenized = steps.preprocess(cfg, model, dataset)
     assert reads == ["d.json"]
     assert tokenized.metadata["train_examples"] == 30 and tokenized.metadata["eval_examples"] == 10
     eval_rows = (Path(tokenized.path) / "eval_rows.jsonl").read_text().splitlines()
@@ -142,8 +142,8 @@ def test_cutoff_that_drops_every_training_row_is_an_error(tmp_path: Path):
         "data.eval_dataset=[]",
         "data.cutoff_len=9",
     )
-    model = stages.fetch_model(cfg)
+    model = steps.fetch_model(cfg)
     with pytest.raises(
         DataError, match=r"data.cutoff_len=9: none of the 3 training rows keeps a response token"
     ):
-        stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+        steps.preprocess(cfg, model, steps.fetch_dataset(cfg))

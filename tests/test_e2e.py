@@ -42,8 +42,8 @@ def test_quickstart_runs_end_to_end_then_from_cache(tmp_path: Path) -> None:
     first = _ft(["run", "configs/quickstart.yaml", f"workdir={workdir}"], tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     log = first.stdout + first.stderr
-    for stage in ("fetch_model", "preprocess", "train", "evaluate", "merge", "register"):
-        assert f"Task run '{stage}" in log
+    for step in ("fetch_model", "preprocess", "train", "evaluate", "merge", "register"):
+        assert f"Task run '{step}" in log
     assert "step 10/" in log and "loss" in log and "eta" in log  # training progress in the terminal
     metrics = json.loads(next(workdir.glob("eval-*/metrics.json")).read_text())
     assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
@@ -76,25 +76,25 @@ def test_sigkill_during_training_resumes_from_last_checkpoint(tmp_path: Path) ->
     deadline = time.monotonic() + 300
     checkpoint = None
     while time.monotonic() < deadline and proc.poll() is None:
-        stage = next(workdir.glob("train-*"), None)
-        checkpoint = stage and last_complete_checkpoint(stage / "checkpoints")
+        step = next(workdir.glob("train-*"), None)
+        checkpoint = step and last_complete_checkpoint(step / "checkpoints")
         if checkpoint is not None and int(checkpoint.name.split("-")[1]) >= 50:
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint is not None, "training never wrote a checkpoint"
-    stage = checkpoint.parent.parent
-    assert read_manifest(stage) is None, "a killed training must not look finished"
-    assert not (stage / "model").exists()
-    killed_at = int(last_complete_checkpoint(stage / "checkpoints").name.split("-")[1])
+    step = checkpoint.parent.parent
+    assert read_manifest(step) is None, "a killed training must not look finished"
+    assert not (step / "model").exists()
+    killed_at = int(last_complete_checkpoint(step / "checkpoints").name.split("-")[1])
     assert killed_at < 400
 
     again = _ft(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
     assert f"resumed at step {killed_at} of 400" in log
-    done = read_manifest(stage)
+    done = read_manifest(step)
     assert done is not None
     assert done.metadata["resumed_from"].endswith(f"checkpoint-{killed_at}")
     assert done.metadata["global_step"] == 400
@@ -132,21 +132,21 @@ def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
         )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        stage = next(workdir.glob("train-*"), None)
-        if stage is not None and last_complete_checkpoint(stage / "checkpoints") is not None:
+        step = next(workdir.glob("train-*"), None)
+        if step is not None and last_complete_checkpoint(step / "checkpoints") is not None:
             break
         time.sleep(0.05)
     assert proc.poll() is None, log.read_text()[-3000:]
     port = re.search(r"temporary (?:Prefect )?server on http://127\.0\.0\.1:(\d+)", log.read_text())
     assert port is not None, log.read_text()[-3000:]
     assert _server_pids(port.group(1)), "the temporary Prefect server is not running"
-    return proc, stage, port.group(1)
+    return proc, step, port.group(1)
 
 
 def test_ctrl_c_during_training_stops_at_once_and_keeps_the_checkpoint(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the foreground process group) once hung for minutes after 'Crash detected':
     the temporary server had died of the same signal and Prefect retried reporting to it."""
-    proc, stage, port = _start_training(tmp_path)
+    proc, step, port = _start_training(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     start = time.monotonic()
     try:
@@ -158,9 +158,9 @@ def test_ctrl_c_during_training_stops_at_once_and_keeps_the_checkpoint(tmp_path:
     log = (tmp_path / "ft.log").read_text()
     assert code == 130, log[-3000:]
     assert seconds < 10, f"took {seconds:.1f} s to stop"
-    assert "interrupted: finished stages and the last training checkpoint are kept" in log
-    assert last_complete_checkpoint(stage / "checkpoints") is not None
-    assert read_manifest(stage) is None
+    assert "interrupted: finished steps and the last training checkpoint are kept" in log
+    assert last_complete_checkpoint(step / "checkpoints") is not None
+    assert read_manifest(step) is None
     assert _server_pids(port) == []
 
 

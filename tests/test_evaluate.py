@@ -10,7 +10,7 @@ import datasets
 import pytest
 import torch
 
-from ftcore import stages
+from ftcore import steps
 from ftcore.data.template import get_template
 from ftcore.evaluate.generate import generate_answers
 from ftcore.evaluate.loss import eval_loss
@@ -140,7 +140,7 @@ def test_generation_stops_at_end_of_turn(tiny_qwen2: Path, tmp_path: Path) -> No
 def test_evaluate_stage_writes_metrics_and_samples(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none")
     model, data = prepared_inputs(cfg)
-    result = stages.evaluate(cfg, model, data, None)
+    result = steps.evaluate(cfg, model, data, None)
     metrics = result.metadata["metrics"]
     assert set(metrics) == {"base/eval_loss", "base/perplexity", "base/exact_match", "base/rouge_l"}
     samples = (Path(result.path) / "samples.jsonl").read_text().splitlines()
@@ -274,7 +274,7 @@ def _generate_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_evaluate_keys_see_precision_and_share_base_scores(tmp_path: Path) -> None:
     from ftcore.artifacts import Artifact
-    from ftcore.stages.keys import eval_dtype, evaluate_base_key, evaluate_key
+    from ftcore.steps.keys import eval_dtype, evaluate_base_key, evaluate_key
 
     model = Artifact(kind="model", path="m", fingerprint="M")
     data = Artifact(
@@ -315,7 +315,7 @@ def test_evaluate_runs_in_training_precision(tmp_path: Path) -> None:
         tmp_path / "job", "train.report_to=none", "train.bf16=true", "eval.generation_samples=0"
     )
     model, data = prepared_inputs(cfg)
-    result = stages.evaluate(cfg, model, data, None)
+    result = steps.evaluate(cfg, model, data, None)
     assert result.metadata["dtype"] == "bfloat16"
 
     eval_set = datasets.load_from_disk(str(Path(data.path) / "eval")).select(range(cfg.eval.max_samples))
@@ -332,7 +332,7 @@ def test_evaluate_generates_in_batches_of_eval_batch_size(
     cfg = small_config(tmp_path / "job", "train.report_to=none", "eval.batch_size=3")
     model, data = prepared_inputs(cfg)
     sizes = _generate_batch_sizes(monkeypatch)
-    stages.evaluate(cfg, model, data, None)
+    steps.evaluate(cfg, model, data, None)
     assert sizes == [3, 1]
 
 
@@ -350,9 +350,9 @@ def test_base_model_is_scored_once_for_a_sweep(tmp_path: Path, monkeypatch: pyte
             "eval.max_new_tokens=7",  # eval settings no other test uses: the base is not cached yet
         )
         model, data = prepared_inputs(cfg)
-        trained = stages.train(cfg, model, data)
+        trained = steps.train(cfg, model, data)
         before = len(sizes)
-        results.append(stages.evaluate(cfg, model, data, trained))
+        results.append(steps.evaluate(cfg, model, data, trained))
         calls.append(len(sizes) - before)
         if len(results) == 1:
             base_dir = Path(results[0].metadata["base_scores"])
@@ -376,7 +376,7 @@ def test_evaluate_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture
     cfg = small_config(tmp_path / "job", "train.report_to=none", "eval.batch_size=2")
     model, data = prepared_inputs(cfg)
     with caplog.at_level("INFO", logger="ftcore"):
-        stages.evaluate(cfg, model, data, None)
+        steps.evaluate(cfg, model, data, None)
     messages = [record.getMessage() for record in caplog.records]
     for expected in ("loss batch 1/8", "loss batch 8/8", "generating 2/4", "generating 4/4"):
         assert any(m.startswith(f"[evaluate] base: {expected} (") for m in messages), (expected, messages)
@@ -385,10 +385,10 @@ def test_evaluate_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture
 def test_damaged_base_scores_are_made_again(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job", "train.report_to=none", "eval.max_new_tokens=5")
     model, data = prepared_inputs(cfg)
-    first = stages.evaluate(cfg, model, data, None)
+    first = steps.evaluate(cfg, model, data, None)
     base_dir = Path(first.metadata["base_scores"])
     (base_dir / "answers.json").write_text("[truncated")
-    again = stages.evaluate(
+    again = steps.evaluate(
         small_config(tmp_path / "other", "train.report_to=none", "eval.max_new_tokens=5"), model, data, None
     )
     assert again.metadata["metrics"] == first.metadata["metrics"]

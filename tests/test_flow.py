@@ -12,11 +12,11 @@ from tests.helpers import REPO, small_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_local")]
 
-STAGES = ["fetch_model", "fetch_dataset", "preprocess", "train", "evaluate", "merge", "register"]
+STEPS = ["fetch_model", "fetch_dataset", "preprocess", "train", "evaluate", "merge", "register"]
 
 
 def _states(result: dict) -> dict[str, str]:
-    return {row["stage"]: row["state"] for row in result["summary"]}
+    return {row["step"]: row["state"] for row in result["summary"]}
 
 
 def _ui_summary(key: str) -> str:
@@ -34,7 +34,7 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "job")
 
     first = finetune(cfg)
-    assert _states(first) == dict.fromkeys([*STAGES, "alias"], "Completed")
+    assert _states(first) == dict.fromkeys([*STEPS, "alias"], "Completed")
     metrics = first["artifacts"]["eval"]["metadata"]["metrics"]
     assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
 
@@ -43,7 +43,7 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
 
     second = finetune(cfg)
     # every step from cache; moving the alias is an action, done again on every run
-    assert _states(second) == {**dict.fromkeys(STAGES, "Cached"), "alias": "Completed"}
+    assert _states(second) == {**dict.fromkeys(STEPS, "Cached"), "alias": "Completed"}
     assert second["artifacts"] == first["artifacts"]
 
     third = finetune(cfg, overrides=["train.learning_rate=2e-3"])

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcore import stages, step_versions
+from ftcore import step_versions, steps
 from ftcore.data import template as template_module
-from ftcore.stages.keys import evaluate_key, train_key
+from ftcore.steps.keys import evaluate_key, train_key
 from ftcore.train.sft import resolve_bf16
 from tests.helpers import REPO, small_config
 
@@ -29,13 +29,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(workdir: Path):
-    return stages.fetch_model(small_config(workdir))
+    return steps.fetch_model(small_config(workdir))
 
 
 def _keys(cfg, model) -> dict[str, str]:
     """The key of each step for `cfg`, upstream artifacts made for real."""
-    dataset = stages.fetch_dataset(cfg)
-    data = stages.preprocess(cfg, model, dataset)
+    dataset = steps.fetch_dataset(cfg)
+    data = steps.preprocess(cfg, model, dataset)
     return {
         "fetch_dataset": dataset.metadata["key"],
         "preprocess": data.metadata["key"],
@@ -133,7 +133,7 @@ def test_template_definition_not_name_keys_preprocess(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workdir, model, base
 ) -> None:
     cfg = small_config(workdir)
-    name = stages.preprocess(cfg, model, stages.fetch_dataset(cfg)).metadata["template"]
+    name = steps.preprocess(cfg, model, steps.fetch_dataset(cfg)).metadata["template"]
     raw = yaml.safe_load(template_module.TEMPLATES_FILE.read_text())
     other = next(n for n in raw if n != name)
 

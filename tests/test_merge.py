@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ftcore import stages
+from ftcore import steps
 from ftcore.artifacts import is_present
 from ftcore.data.template import Template, get_template, infer_template
 from ftcore.modeling import load_model, load_tokenizer, load_with_adapter
@@ -20,8 +20,8 @@ def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
     # the merged model must serve with the template it was trained with, not the base tokenizer's.
     cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=6", "data.template=qwen")
     model, data = prepared_inputs(cfg)
-    trained = stages.train(cfg, model, data)
-    merged = stages.merge(cfg, model, trained)
+    trained = steps.train(cfg, model, data)
+    merged = steps.merge(cfg, model, trained)
 
     out = Path(merged.path)
     for name in (
@@ -50,7 +50,7 @@ def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
     assert merged.metadata["base_model_ref"] == "builtin:tiny-qwen2"
     _serves_with_trained_template(out, get_template("qwen"))
 
-    assert stages.merge(cfg, model, trained) == merged  # second call reuses the finished merge
+    assert steps.merge(cfg, model, trained) == merged  # second call reuses the finished merge
     assert is_present(merged) and is_present(trained) and is_present(model)
     shutil.rmtree(out)
     assert not is_present(merged)
@@ -61,8 +61,8 @@ def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
         tmp_path / "job", "train.report_to=none", "train.finetuning_type=full", "train.max_steps=2"
     )
     model, data = prepared_inputs(cfg)
-    trained = stages.train(cfg, model, data)
-    merged = stages.merge(cfg, model, trained)
+    trained = steps.train(cfg, model, data)
+    merged = steps.merge(cfg, model, trained)
     assert merged.kind == "merged"
     assert merged.path == trained.path
     assert is_present(merged) and is_present(trained)

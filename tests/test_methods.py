@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftcore import stages
+from ftcore import steps
 from ftcore.errors import ConfigError
 from ftcore.modeling import load_model, saved_dtype
 from ftcore.train.methods import METHODS, TrainingMethod
@@ -29,7 +29,7 @@ def test_every_method_declares_its_artifact_and_loading(tmp_path: Path) -> None:
 
 
 def test_the_train_step_does_not_branch_on_the_method() -> None:
-    for path in (REPO / "ftcore/stages/train.py", REPO / "ftcore/train/job.py"):
+    for path in (REPO / "ftcore/steps/train.py", REPO / "ftcore/train/job.py"):
         code = path.read_text()
         assert '== "lora"' not in code and '== "full"' not in code, path
 
@@ -64,7 +64,7 @@ def test_full_finetune_is_saved_in_the_base_models_dtype(bf16_base: Path, tmp_pa
         "data.template=qwen",
         model={"name_or_path": str(bf16_base)},
     )
-    trained = stages.train(cfg, *prepared_inputs(cfg))
+    trained = steps.train(cfg, *prepared_inputs(cfg))
     assert trained.kind == "model"
     weights = load_file(Path(trained.path) / "model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.bfloat16}, "fp32 training must not double the size"

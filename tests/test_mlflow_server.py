@@ -72,7 +72,7 @@ def test_a_job_on_a_server_leaves_the_model_on_the_server(
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftcore.stages import run_local
+    from ftcore.steps import run_local
 
     url, root = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -108,7 +108,7 @@ def test_a_job_on_a_server_leaves_the_model_on_the_server(
 def test_unreachable_server_fails_preflight_in_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ftcore.stages import preflight
+    from ftcore.steps import preflight
 
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     start = time.monotonic()
@@ -174,7 +174,7 @@ def test_jobs_sharing_one_sqlite_store_keep_artifacts_beside_it(tmp_path: Path) 
     """Deleting the first job's workdir must not take the second job's registered model with it."""
     import mlflow
 
-    from ftcore.stages.register import register
+    from ftcore.steps.register import register
     from tests.test_registry import _model_dir
 
     shared = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"

@@ -1,4 +1,4 @@
-"""The stages chained without an orchestrator: learning shows, MLflow holds the record, caches hold."""
+"""The steps chained without an orchestrator: learning shows, MLflow holds the record, caches hold."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ftcore.builtin import BUILTIN_VERSION
-from ftcore.stages import run_local
+from ftcore.steps import run_local
 from tests.helpers import small_config
 
 pytestmark = pytest.mark.slow

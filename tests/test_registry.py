@@ -20,8 +20,8 @@ from pydantic import BaseModel, SecretStr
 from ftcore import registry, tracking
 from ftcore.artifacts import Artifact, fingerprint_path, is_present
 from ftcore.config.sections import RegistryConfig
-from ftcore.stages.keys import register_key
-from ftcore.stages.register import assign_alias, is_registered, register
+from ftcore.steps.keys import register_key
+from ftcore.steps.register import assign_alias, is_registered, register
 from tests.helpers import small_config
 
 
@@ -384,7 +384,7 @@ def test_a_failed_upload_leaves_no_run_running(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_learning_rates_back_and_forth_leave_the_alias_on_the_run(tmp_path: Path) -> None:
     """lr 1e-3, 2e-3, 1e-3: the third run is the first one's version, and the alias says so."""
-    from ftcore.stages import run_local
+    from ftcore.steps import run_local
 
     base = ("train.max_steps=2", "data.max_samples=16", "eval.enabled=false")
     reported = []

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftcore import stages
+from ftcore import steps
 from ftcore.artifacts import read_manifest
-from ftcore.stages.common import stage_dir
-from ftcore.stages.keys import train_key
+from ftcore.steps.common import step_dir
+from ftcore.steps.keys import train_key
 from ftcore.train.checkpoints import last_complete_checkpoint
 from ftcore.train.launch import TrainingProcessError
 from ftcore.train.lock import holder
@@ -53,12 +53,12 @@ def _history(trained_path: str) -> list[float]:
 
 def _train_and_kill(cfg, model, data) -> Path:
     """Train in a thread; SIGKILL the worker process as soon as its first checkpoint is complete."""
-    out = stage_dir(cfg, "train", train_key(cfg, model, data), cfg.train.output_dir)
+    out = step_dir(cfg, "train", train_key(cfg, model, data), cfg.train.output_dir)
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            stages.train(cfg, model, data)
+            steps.train(cfg, model, data)
         except BaseException as exc:
             failure.append(exc)
 
@@ -79,7 +79,7 @@ def _train_and_kill(cfg, model, data) -> Path:
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "straight")
     model, data = prepared_inputs(cfg)
-    straight = stages.train(cfg, model, data)
+    straight = steps.train(cfg, model, data)
 
     cfg = _config(tmp_path / "killed")
     out = _train_and_kill(cfg, model, data)
@@ -87,7 +87,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     assert checkpoint is not None and int(checkpoint.name.split("-")[1]) < STEPS
 
-    resumed = stages.train(cfg, model, data)
+    resumed = steps.train(cfg, model, data)
     assert resumed.metadata["resumed_from"] == str(checkpoint)
     assert resumed.metadata["global_step"] == STEPS
 

@@ -9,7 +9,7 @@ import pytest
 
 import tasks
 from ftcore.errors import ConfigError
-from ftcore.stages import plan, run_local, steps
+from ftcore.steps import plan, run_local, steps
 from tests.helpers import REPO, small_config
 
 FULL = ["fetch_model", "fetch_dataset", "preprocess", "train", "evaluate", "merge", "register", "alias"]
@@ -63,7 +63,7 @@ def test_export_without_a_finished_training_says_what_to_do(tmp_path: Path) -> N
 
 def test_flows_and_cli_do_not_list_the_steps_themselves() -> None:
     """Adding a step is one table entry: the flow and the CLI must not name step functions."""
-    for path in (REPO / "flows" / "finetune.py", REPO / "flows" / "cli.py", REPO / "tasks" / "stages.py"):
+    for path in (REPO / "flows" / "finetune.py", REPO / "flows" / "cli.py", REPO / "tasks" / "steps.py"):
         text = path.read_text()
-        for name in ("fetch_model(", "preprocess(", "stages.train(", "merge(", "register("):
+        for name in ("fetch_model(", "preprocess(", "steps.train(", "merge(", "register("):
             assert name not in text, f"{path.name} calls {name} directly"

@@ -172,13 +172,13 @@ def test_template_special_tokens_must_be_tokens(tokenizers):
 
 
 def test_preprocess_refuses_a_template_of_another_family(tmp_path: Path) -> None:
-    from ftcore import stages
+    from ftcore import steps
     from tests.helpers import small_config
 
     cfg = small_config(tmp_path / "job", "train.report_to=none", "data.template=llama3")
-    model = stages.fetch_model(cfg)
+    model = steps.fetch_model(cfg)
     with pytest.raises(ConfigError, match=r"<\|eot_id\|>"):
-        stages.preprocess(cfg, model, stages.fetch_dataset(cfg))
+        steps.preprocess(cfg, model, steps.fetch_dataset(cfg))
 
 
 def test_response_segment_ends_with_stop_token(tokenizers):

@@ -16,13 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftcore import stages
+from ftcore import steps
 from ftcore.artifacts import read_manifest
 from ftcore.config import PipelineConfig
 from ftcore.config.sections import LoraConfig
 from ftcore.errors import ConfigError, FtflowError
-from ftcore.stages.common import stage_dir
-from ftcore.stages.keys import train_key
+from ftcore.steps.common import step_dir
+from ftcore.steps.keys import train_key
 from ftcore.train.checkpoints import (
     is_complete_checkpoint,
     last_complete_checkpoint,
@@ -45,7 +45,7 @@ def prepared(tmp_path: Path):
 def test_lora_trains_adapter_and_leaves_base_untouched(prepared) -> None:
     cfg, model, data = prepared
     base_before = load_file(Path(model.path) / "model.safetensors")
-    trained = stages.train(cfg, model, data)
+    trained = steps.train(cfg, model, data)
 
     assert trained.kind == "adapter"
     assert trained.metadata["global_step"] == 8
@@ -64,7 +64,7 @@ def test_full_finetuning_changes_the_weights(tmp_path: Path) -> None:
         tmp_path / "job", "train.report_to=none", "train.finetuning_type=full", "train.max_steps=3"
     )
     model, data = prepared_inputs(cfg)
-    trained = stages.train(cfg, model, data)
+    trained = steps.train(cfg, model, data)
 
     assert trained.kind == "model"
     before = load_file(Path(model.path) / "model.safetensors")
@@ -76,10 +76,10 @@ def test_full_finetuning_changes_the_weights(tmp_path: Path) -> None:
 
 def test_finished_training_is_reused_not_repeated(prepared) -> None:
     cfg, model, data = prepared
-    first = stages.train(cfg, model, data)
+    first = steps.train(cfg, model, data)
     manifest = Path(first.path).parent / "ftflow-manifest.json"
     stamp = manifest.stat().st_mtime_ns
-    again = stages.train(cfg, model, data)
+    again = steps.train(cfg, model, data)
     assert again == first
     assert manifest.stat().st_mtime_ns == stamp
 
@@ -87,7 +87,7 @@ def test_finished_training_is_reused_not_repeated(prepared) -> None:
 def test_auto_resume_continues_from_last_complete_checkpoint(prepared) -> None:
     cfg, model, data = prepared
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"keep_checkpoints": 2})})
-    trained = stages.train(cfg, model, data)
+    trained = steps.train(cfg, model, data)
     stage = Path(trained.path).parent
     # Make it look like a run killed after step 4: the final model, manifest and later checkpoint gone,
     # plus a half-written checkpoint-6 that must not be trusted.
@@ -102,7 +102,7 @@ def test_auto_resume_continues_from_last_complete_checkpoint(prepared) -> None:
     (half / "trainer_state.json").write_text('{"global_step": 6, "log_hist')
 
     assert last_complete_checkpoint(stage / "checkpoints").name == "checkpoint-4"
-    resumed = stages.train(cfg, model, data)
+    resumed = steps.train(cfg, model, data)
     assert resumed.metadata["resumed_from"].endswith("checkpoint-4")
     assert resumed.metadata["global_step"] == 8
     state = json.loads((stage / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
@@ -125,12 +125,12 @@ def test_resume_setting_values(tmp_path: Path) -> None:
 def test_output_dir_of_another_config_is_not_mixed_in(prepared, tmp_path: Path) -> None:
     cfg, model, data = prepared
     out = tmp_path / "shared-out"
-    stages.train(
+    steps.train(
         cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(out)})}), model, data
     )
     other = cfg.train.model_copy(update={"output_dir": str(out), "learning_rate": 1e-3})
     with pytest.raises(Exception, match="different config"):
-        stages.train(cfg.model_copy(update={"train": other}), model, data)
+        steps.train(cfg.model_copy(update={"train": other}), model, data)
     assert read_manifest(out) is not None, "the finished run in that folder must survive the refusal"
 
 
@@ -150,7 +150,7 @@ def test_pruning_keeps_the_last_checkpoints_by_step_and_nothing_else(tmp_path: P
 
 
 def _loss_curve(cfg: PipelineConfig) -> list[float]:
-    trained = stages.train(cfg, *prepared_inputs(cfg))
+    trained = steps.train(cfg, *prepared_inputs(cfg))
     state = Path(trained.path).parent / "checkpoints" / "checkpoint-6" / "trainer_state.json"
     return [entry["loss"] for entry in json.loads(state.read_text())["log_history"] if "loss" in entry]
 
@@ -181,7 +181,7 @@ def test_lora_under_bf16_keeps_a_bf16_base_and_an_fp32_adapter(tmp_path: Path) -
     assert METHODS["lora"].load_plan(cfg.train).dtype == "bfloat16"
     full = small_config(tmp_path, "train.finetuning_type=full", "train.bf16=true").train
     assert METHODS["full"].load_plan(full).dtype == "float32"
-    trained = stages.train(cfg, *prepared_inputs(cfg))
+    trained = steps.train(cfg, *prepared_inputs(cfg))
     weights = load_file(Path(trained.path) / "adapter_model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}
     assert all(torch.isfinite(t).all() for t in weights.values())
@@ -193,13 +193,13 @@ def test_lora_under_bf16_keeps_a_bf16_base_and_an_fp32_adapter(tmp_path: Path) -
 STEP_SCRIPT = """
 import logging, sys
 from pathlib import Path
-from ftcore import stages
+from ftcore import steps
 from ftcore.artifacts import Artifact
 from ftcore.config import load_config
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 cfg = load_config(sys.argv[1])
 model, data = (Artifact.model_validate_json(Path(p).read_text()) for p in sys.argv[2:4])
-print("RESULT", stages.train(cfg, model, data).fingerprint, flush=True)
+print("RESULT", steps.train(cfg, model, data).fingerprint, flush=True)
 """
 
 
@@ -224,7 +224,7 @@ def _step_process(cfg: PipelineConfig, tmp_path: Path, **popen: Any) -> subproce
 
 def _out(cfg: PipelineConfig) -> Path:
     model, data = prepared_inputs(cfg)
-    return stage_dir(cfg, "train", train_key(cfg, model, data), cfg.train.output_dir)
+    return step_dir(cfg, "train", train_key(cfg, model, data), cfg.train.output_dir)
 
 
 def test_two_jobs_on_one_output_folder_never_train_at_once(tmp_path: Path) -> None:
@@ -283,13 +283,13 @@ def test_a_bad_input_found_in_the_worker_stays_a_config_error(prepared) -> None:
     cfg, model, data = prepared
     bad = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lora": LoraConfig(target=["qq"])})})
     with pytest.raises(ConfigError, match=r"train\.lora\.target: qq not found"):
-        stages.train(bad, model, data)
+        steps.train(bad, model, data)
 
 
 def test_a_worker_crash_reports_its_last_lines(prepared, tmp_path: Path) -> None:
     cfg, model, data = prepared
     gone = data.model_copy(update={"path": str(tmp_path / "deleted-tokenized-data")})
     with pytest.raises(TrainingProcessError, match="FileNotFoundError") as info:
-        stages.train(cfg, model, gone)
+        steps.train(cfg, model, gone)
     assert not isinstance(info.value, FtflowError), "a crash is retried, unlike a bad input"
     assert "its last lines" in str(info.value) and "Traceback" in str(info.value)

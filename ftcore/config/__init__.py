@@ -1,4 +1,4 @@
-"""Typed config: one section per stage, composed into PipelineConfig, loaded from YAML."""
+"""Typed config: one section per step, composed into PipelineConfig, loaded from YAML."""
 
 from ftcore.config.loader import dump_config, load_config
 from ftcore.config.pipeline import PipelineConfig

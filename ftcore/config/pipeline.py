@@ -1,4 +1,4 @@
-"""The whole job's config: one section per stage, plus the job's name and working directory."""
+"""The whole job's config: one section per step, plus the job's name and working directory."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ class PipelineConfig(Section):
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base model to fine-tune.")
     data: DataConfig = Field(default_factory=DataConfig, description="Datasets, template and tokenization.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Training stage and method.")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="Training objective (stage) and method."
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation on the held-out split.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="LoRA merge and export.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow model registry.")

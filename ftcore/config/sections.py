@@ -1,4 +1,4 @@
-"""One pydantic model per pipeline stage.
+"""One pydantic model per pipeline step.
 
 Every field carries a description: the same text feeds `ft config show --help-fields`, the Prefect UI
 form and the docs. `extra="forbid"` turns a typo into an error that names the key.
@@ -90,7 +90,9 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
-    stage: Literal["sft"] = Field("sft", description="Training stage. sft: supervised fine-tuning.")
+    stage: Literal["sft"] = Field(
+        "sft", description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning."
+    )
     finetuning_type: Literal["lora", "full"] = Field(
         "lora", description="lora: train an adapter; full: all weights."
     )
@@ -141,7 +143,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    enabled: bool = Field(True, description="Run the evaluate stage.")
+    enabled: bool = Field(True, description="Run the evaluate step.")
     compare_base: bool = Field(
         True, description="Also evaluate the base model, to show what the fine-tune changed."
     )

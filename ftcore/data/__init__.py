@@ -1,4 +1,4 @@
-"""Data layer: dataset_info.json loading, chat templates, per-stage processors, collators, splits."""
+"""Data layer: dataset_info.json loading, chat templates, per-objective processors, collators, splits."""
 
 from ftcore.data.collator import SFTCollator
 from ftcore.data.loader import dataset_entry, dataset_files, load_dataset_info, load_rows

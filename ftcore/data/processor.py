@@ -1,4 +1,4 @@
-"""Normalized rows -> token ids and labels, one processor per training stage, chosen from a table."""
+"""Normalized rows -> token ids and labels, one processor per training objective, chosen from a table."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def preprocess_sft(
 
 @dataclass(frozen=True)
 class Processor:
-    """A stage's rows -> features function, and the Arrow type of each list column it makes (declared,
+    """An objective's rows -> features function, and the Arrow type of each list column it makes (declared,
     so an empty split is still a dataset with columns)."""
 
     encode: Callable[..., dict[str, list]]
@@ -93,7 +93,7 @@ class Processor:
         return Features({name: List(Value(dtype)) for name, dtype in self.columns.items()})
 
 
-# Stage name -> processor. Later stages (pt, pairwise, kto) add entries; nothing dispatches by if/elif.
+# Objective (train.stage) -> processor. Later objectives (pt, pairwise, kto) add entries; no if/elif.
 PROCESSORS: dict[str, Processor] = {
     "sft": Processor(preprocess_sft, {"input_ids": "int32", "attention_mask": "int8", "labels": "int64"}),
 }
@@ -101,7 +101,7 @@ PROCESSORS: dict[str, Processor] = {
 
 def tokenize_split(
     rows: Dataset,
-    stage: str,
+    objective: str,
     tokenizer: PreTrainedTokenizerBase,
     template: Template,
     cutoff_len: int,
@@ -110,10 +110,10 @@ def tokenize_split(
     work_dir: Path | None = None,
     fingerprint: str | None = None,
 ) -> Dataset:
-    """An Arrow dataset of normalized rows -> the stage's features, with `datasets.map` in batches
+    """An Arrow dataset of normalized rows -> the objective's features, with `datasets.map` in batches
     and `num_proc` processes; the ids do not depend on num_proc. Its files go to `work_dir` (else
     datasets' cache next to `rows`); `fingerprint` spares datasets hashing the tokenizer."""
-    process = PROCESSORS[stage]
+    process = PROCESSORS[objective]
     if len(rows) == 0:  # datasets.map would return a dataset without columns
         from datasets import Dataset
 

@@ -57,8 +57,8 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
 
     from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
-    from ftcore.stages.common import JobRun
-    from ftcore.train import METHODS, STAGES
+    from ftcore.steps.common import JobRun
+    from ftcore.train import METHODS, OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
 
     cfg = request.pipeline_config()
@@ -67,7 +67,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     method = METHODS[cfg.train.finetuning_type]
 
     opened = (
-        JobRun.for_key(cfg, key, {"ftflow.stage": cfg.train.stage})
+        JobRun.for_key(cfg, key, {"ftflow.objective": cfg.train.stage})
         if "mlflow" in cfg.train.report_to
         else contextlib.nullcontext()
     )
@@ -80,7 +80,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
         prepared = method.prepare(method.load(model.path, cfg.train, cfg.model.trust_remote_code), cfg.train)
         train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
-        result = STAGES[cfg.train.stage](
+        result = OBJECTIVES[cfg.train.stage](
             prepared, tokenizer, train_set, cfg.train, out / "checkpoints", resume_from, callbacks, method
         )
         with atomic_dir(out / "model") as tmp:
@@ -104,7 +104,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         fingerprint=fingerprint_path(out / "model"),
         metadata={
             "key": key,
-            "stage": cfg.train.stage,
+            "objective": cfg.train.stage,
             "finetuning_type": cfg.train.finetuning_type,
             "base_model_path": model.path,
             "base_model_ref": model.metadata.get("ref"),

@@ -15,10 +15,10 @@ from ftcore.artifacts import Artifact, atomic_dir, output_fingerprint, write_man
 from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError, DataError
-from ftcore.stages.common import reuse
-from ftcore.stages.keys import preprocess_key, tokenized_fingerprints
+from ftcore.steps.common import reuse
+from ftcore.steps.keys import preprocess_key, tokenized_fingerprints
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 
 def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
@@ -36,7 +36,7 @@ def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
 
 
 def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artifact:
-    """Tokenize the train and eval splits for the configured stage; reuse an identical earlier run.
+    """Tokenize the train and eval splits for the configured step; reuse an identical earlier run.
 
     Rows come from fetch_dataset's Arrow splits; `datasets.map` tokenizes them in batches, in
     data.preprocessing_num_workers processes (same ids for any number of processes).

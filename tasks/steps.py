@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ftcore.artifacts import Artifact
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.stages import Step, steps
+from ftcore.steps import Step, steps
 from tasks.common import cache_key, ftcore_logs, retry_unless_user_error
 
 

@@ -16,10 +16,10 @@ from typing import Any
 from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, read_manifest, write_manifest
 from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.stages.common import JobRun, reuse, stage_dir
-from ftcore.stages.keys import eval_dtype, evaluate_base_key, evaluate_key
+from ftcore.steps.common import JobRun, reuse, step_dir
+from ftcore.steps.keys import eval_dtype, evaluate_base_key, evaluate_key
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class _EvalData:
 def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Artifact | None) -> Artifact:
     """Score base (if compare_base) and fine-tuned model; metrics.json + samples.jsonl + MLflow."""
     key = evaluate_key(cfg, model, data, trained)
-    out = stage_dir(cfg, "eval", key)
+    out = step_dir(cfg, "eval", key)
     done = reuse(out, key, "evaluate")
     if done is not None:
         return done

@@ -1,4 +1,4 @@
-"""What every stage shares: where its artifact goes, how it is keyed, and the job's MLflow run."""
+"""What every step shares: where its artifact goes, how it is keyed, and the job's MLflow run."""
 
 from __future__ import annotations
 
@@ -11,27 +11,27 @@ from ftcore.artifacts import Artifact, read_manifest
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.outputs import claim_output_dir
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 
-# the config key that chooses each stage's folder, named when that folder is refused
+# the config key that chooses each step's folder, named when that folder is refused
 CHOSEN_BY = {"train": "train.output_dir", "merged": "export.export_dir"}
 
 
-def stage_dir(cfg: PipelineConfig, stage: str, key: str, chosen: str | None = None) -> Path:
-    """Home of a stage's artifact: the folder the user chose (train.output_dir, export.export_dir),
-    else <workdir>/<stage>-<key prefix>, so a new key never overwrites an older result. A chosen
+def step_dir(cfg: PipelineConfig, step: str, key: str, chosen: str | None = None) -> Path:
+    """Home of a step's artifact: the folder the user chose (train.output_dir, export.export_dir),
+    else <workdir>/<step>-<key prefix>, so a new key never overwrites an older result. A chosen
     folder that holds data ftflow did not write is refused (ConfigError), never replaced."""
     if chosen:
-        return claim_output_dir(cfg.resolve_path(chosen), CHOSEN_BY.get(stage, f"{stage} output folder"))
-    return cfg.workdir_path / f"{stage}-{key[:12]}"
+        return claim_output_dir(cfg.resolve_path(chosen), CHOSEN_BY.get(step, f"{step} output folder"))
+    return cfg.workdir_path / f"{step}-{key[:12]}"
 
 
-def reuse(directory: Path, key: str, stage: str) -> Artifact | None:
+def reuse(directory: Path, key: str, step: str) -> Artifact | None:
     """The finished artifact at `directory` when it was made under the same key."""
     done = read_manifest(directory)
     if done is not None and done.metadata.get("key") == key:
-        log.info("[%s] reusing finished artifact %s", stage, directory)
+        log.info("[%s] reusing finished artifact %s", step, directory)
         return done
     return None
 

@@ -18,9 +18,9 @@ from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import resolve_model
-from ftcore.stages.common import reuse
+from ftcore.steps.common import reuse
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -73,7 +73,7 @@ def fetch_dataset(cfg: PipelineConfig) -> Artifact:
     named) and keep them as Arrow train / eval splits in FTFLOW_HOME/datasets, shared by every job
     on the same data and selection."""
     from ftcore.data.splits import write_splits
-    from ftcore.stages.keys import dataset_fingerprints, fetch_dataset_key
+    from ftcore.steps.keys import dataset_fingerprints, fetch_dataset_key
 
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():

@@ -15,10 +15,10 @@ import ftcore
 from ftcore import tracking
 from ftcore.artifacts import Artifact, hash_json
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.stages.common import JobRun
-from ftcore.stages.keys import register_key
+from ftcore.steps.common import JobRun
+from ftcore.steps.keys import register_key
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 
 def config_hash(cfg: PipelineConfig) -> str:
@@ -65,7 +65,7 @@ def _upload(cfg: PipelineConfig, job: JobRun, key: str, merged: Artifact, tags: 
     job.run_id = _training_run(job, merged.metadata.get("mlflow_run_id"))
     scope: contextlib.AbstractContextManager = contextlib.nullcontext()
     if job.run_id is None:  # report_to: none, or the training run is gone: a run that only registers
-        job = JobRun.for_key(cfg, key, {"ftflow.stage": "register"})
+        job = JobRun.for_key(cfg, key, {"ftflow.step": "register"})
         scope = job  # ended FINISHED, or FAILED if the upload fails: never left RUNNING
     with scope:
         if job.run_id and scope is job:

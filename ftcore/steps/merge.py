@@ -7,10 +7,10 @@ import logging
 from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
 from ftcore.config.loader import dump_config
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.stages.common import reuse, stage_dir
-from ftcore.stages.keys import merge_key
+from ftcore.steps.common import reuse, step_dir
+from ftcore.steps.keys import merge_key
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 
 def merge(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> Artifact:
@@ -34,7 +34,7 @@ def merge(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> Artifact:
             }
         )
     key = merge_key(cfg, model, trained)
-    out = stage_dir(cfg, "merged", key, cfg.export.export_dir)
+    out = step_dir(cfg, "merged", key, cfg.export.export_dir)
     done = reuse(out, key, "merge")
     if done is not None:
         return done

@@ -15,7 +15,7 @@ from ftcore.artifacts import Artifact, is_present
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 
 def _always(cfg: PipelineConfig) -> bool:
@@ -59,10 +59,10 @@ class Step:
 
 
 def _steps() -> tuple[Step, ...]:
-    from ftcore import stages
-    from ftcore.stages import keys
-    from ftcore.stages.preprocess import resolve_template
-    from ftcore.stages.register import assign_alias, is_registered
+    from ftcore import steps
+    from ftcore.steps import keys
+    from ftcore.steps.preprocess import resolve_template
+    from ftcore.steps.register import assign_alias, is_registered
     from ftcore.tracking import resolve_tracking_uri
 
     def preprocess_key(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> str:
@@ -79,37 +79,35 @@ def _steps() -> tuple[Step, ...]:
         return cfg.registry.enabled
 
     return (
-        Step(
-            "fetch_model", stages.fetch_model, "model", key=keys.fetch_model_key, retries=2, retry_delay_s=5
-        ),
-        Step("fetch_dataset", stages.fetch_dataset, "dataset", key=keys.fetch_dataset_key, retries=1),
-        Step("preprocess", stages.preprocess, "tokenized", ("model", "dataset"), key=preprocess_key),
+        Step("fetch_model", steps.fetch_model, "model", key=keys.fetch_model_key, retries=2, retry_delay_s=5),
+        Step("fetch_dataset", steps.fetch_dataset, "dataset", key=keys.fetch_dataset_key, retries=1),
+        Step("preprocess", steps.preprocess, "tokenized", ("model", "dataset"), key=preprocess_key),
         # an adapter the user already has stands in for training (cheap: no cache entry)
-        Step("adapter", stages.external_adapter, "trained", ("model",), enabled=has_adapter),
+        Step("adapter", steps.external_adapter, "trained", ("model",), enabled=has_adapter),
         Step(
             "train",
-            stages.train,
+            steps.train,
             "trained",
             ("model", "tokenized"),
             key=keys.train_key,
             enabled=lambda cfg: not has_adapter(cfg),
             retries=1,  # a retry resumes from the last complete checkpoint
-            find=stages.find_trained,
+            find=steps.find_trained,
             missing_hint="train first (`ft train CFG`) or set model.adapter_name_or_path",
         ),
         Step(
             "evaluate",
-            stages.evaluate,
+            steps.evaluate,
             "eval",
             ("model", "tokenized", "trained"),
             optional=frozenset({"trained"}),
             key=keys.evaluate_key,
             enabled=lambda cfg: cfg.eval.enabled,
         ),
-        Step("merge", stages.merge, "merged", ("model", "trained"), key=keys.merge_key),
+        Step("merge", steps.merge, "merged", ("model", "trained"), key=keys.merge_key),
         Step(
             "register",
-            stages.register,
+            steps.register,
             "registered",
             ("merged", "eval"),
             optional=frozenset({"eval"}),
@@ -208,7 +206,7 @@ def run_local(
     cfg: PipelineConfig, until: str | None = None, lookup: Iterable[str] = ()
 ) -> dict[str, Artifact]:
     """Run the pipeline's steps in this process (no Prefect), up to `until` when given."""
-    from ftcore.stages.local import preflight
+    from ftcore.steps.local import preflight
 
     preflight(cfg)
     return run_steps(cfg, plan(cfg, until), _execute_here, lookup)

@@ -1,4 +1,4 @@
-"""Checks before heavy work, and the stages run in order without an orchestrator (`ft train` ...)."""
+"""Checks before heavy work, and the steps run in order without an orchestrator (`ft train` ...)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.hub import parse_ref
 from ftcore.outputs import check_outputs, resolve_adapter_dir
-from ftcore.stages.common import check_tracking, reuse, stage_dir
+from ftcore.steps.common import check_tracking, reuse, step_dir
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
-# temp dirs older than this in the job's workdir belong to killed stages, not to running ones
+# temp dirs older than this in the job's workdir belong to killed steps, not to running ones
 STALE_TEMP_S = 6 * 3600
 
 
@@ -23,7 +23,7 @@ def preflight(cfg: PipelineConfig) -> None:
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
     from ftcore.hub import resolve_model
-    from ftcore.stages.fetch import fetch_dataset
+    from ftcore.steps.fetch import fetch_dataset
 
     if cfg.data.template:
         get_template(cfg.data.template)
@@ -47,11 +47,11 @@ def preflight(cfg: PipelineConfig) -> None:
     fetch_dataset(cfg)
     check_tracking(cfg)  # an unreachable MLflow server fails here, in seconds
     for stale in clean_stale_temps(cfg.workdir_path, older_than_s=STALE_TEMP_S):
-        log.info("removed %s, left by a stage that was killed", stale)
+        log.info("removed %s, left by a step that was killed", stale)
 
 
 def external_adapter(cfg: PipelineConfig, model: Artifact) -> Artifact:
-    """An adapter the user already has (model.adapter_name_or_path), as a train-stage artifact."""
+    """An adapter the user already has (model.adapter_name_or_path), as a train-step artifact."""
     path = resolve_adapter_dir(cfg.model.adapter_name_or_path)  # the folder itself or its model/
     return Artifact(
         kind="adapter",
@@ -68,7 +68,7 @@ def external_adapter(cfg: PipelineConfig, model: Artifact) -> Artifact:
 
 def find_trained(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact | None:
     """The finished training result for this config, without training."""
-    from ftcore.stages.keys import train_key
+    from ftcore.steps.keys import train_key
 
     key = train_key(cfg, model, data)
-    return reuse(stage_dir(cfg, "train", key, cfg.train.output_dir), key, "train")
+    return reuse(step_dir(cfg, "train", key, cfg.train.output_dir), key, "train")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ftcore.artifacts import Artifact, stage_key
+from ftcore.artifacts import Artifact, compute_key
 from ftcore.config.pipeline import PipelineConfig
-from ftcore.stages.common import section
 from ftcore.step_versions import STEP_VERSIONS
+from ftcore.steps.common import section
 
 SPLITS = ("train", "eval")
 
@@ -48,8 +48,8 @@ DATA_NOT_IN_PREPROCESS_KEY = {
 
 
 def step_key(step: str, config: Any, inputs: list[str], extra: Any = None) -> str:
-    """stage_key with the step's own version: bumping it invalidates that step's results."""
-    return stage_key(step, config, inputs, extra, version=STEP_VERSIONS[step])
+    """compute_key with the step's own version: bumping it invalidates that step's results."""
+    return compute_key(step, config, inputs, extra, version=STEP_VERSIONS[step])
 
 
 def fetch_model_key(cfg: PipelineConfig) -> str:
@@ -171,7 +171,7 @@ def evaluate_base_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> s
     """The base model's scores: shared by every job on the same base model, eval split and eval
     settings, whatever they train (learning rate, method, training data)."""
     eval_data = data.metadata.get("eval_fingerprint", data.fingerprint)
-    return stage_key(
+    return compute_key(
         "evaluate_base",
         _eval_inputs(cfg, data),
         [model.fingerprint, eval_data],

@@ -1,6 +1,6 @@
-"""train: stage x method -> an adapter or a full model, resumable from the last complete checkpoint.
+"""train: step x method -> an adapter or a full model, resumable from the last complete checkpoint.
 
-Layout of the stage directory: checkpoints/ (the Trainer's, kept across kills so a restart resumes),
+Layout of the step directory: checkpoints/ (the Trainer's, kept across kills so a restart resumes),
 model/ (the final weights, renamed into place when complete) and the manifest, written last.
 The step itself keys the run, holds the folder's lock (.ftflow-train.lock: a second job on the same
 folder waits, then reuses or refuses), and launches a worker process (ftcore.train.launch) that writes
@@ -17,10 +17,10 @@ from ftcore.artifacts import Artifact, read_manifest
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 from ftcore.outputs import TRAIN_KEY_FILE
-from ftcore.stages.common import reuse, stage_dir
-from ftcore.stages.keys import train_key
+from ftcore.steps.common import reuse, step_dir
+from ftcore.steps.keys import train_key
 
-log = logging.getLogger("ftcore.stages")
+log = logging.getLogger("ftcore.steps")
 
 KEY_FILE = TRAIN_KEY_FILE
 
@@ -33,7 +33,7 @@ def train(cfg: PipelineConfig, model: Artifact, data: Artifact) -> Artifact:
     from ftcore.train.lock import output_lock
 
     key = train_key(cfg, model, data)
-    out = stage_dir(cfg, "train", key, cfg.train.output_dir)
+    out = step_dir(cfg, "train", key, cfg.train.output_dir)
     done = reuse(out, key, "train")
     if done is not None:
         return done
