@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ftcore.errors import FtflowError
+from ftcore.processes import stop_process
 
 STARTUP_TIMEOUT_S = 180.0  # a first start on a loaded machine took 78 s; Prefect's default is 20 s
 STOP_TIMEOUT_S = 5.0
@@ -187,11 +188,4 @@ def _start(attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after a few seconds; never leaves the server behind."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, STOP_TIMEOUT_S)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +58,13 @@ def write_dataset(folder: Path, info: dict[str, Any], files: dict[str, object]) 
     for name, content in files.items():
         (folder / name).write_text(content if isinstance(content, str) else json.dumps(content))
     return folder
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own process group: SIGTERM, then SIGKILL after 20 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 
 from ftcore import tracking
 from ftcore.errors import ServiceUnavailableError
-from tests.helpers import REPO, small_config
+from tests.helpers import REPO, small_config, stop_group
 
 
 def _free_port() -> int:
@@ -54,12 +53,7 @@ def mlflow_server(tmp_path: Path):
                 time.sleep(0.5)
         yield url, root
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 

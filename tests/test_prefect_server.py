@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +54,7 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
 
 
 def test_flow_run_is_recorded_on_the_server(prefect_server: str, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ftcore
 from ftcore.errors import FtflowError
+from ftcore.processes import stop_process
 from ftcore.train.job import TrainRequest
 from ftcore.train.lock import OutputLock
 from ftcore.train.worker import RECORD_PREFIX
@@ -87,12 +88,7 @@ def stop_worker(proc: subprocess.Popen) -> None:
     """SIGTERM (the worker stops cleanly, checkpoints stay), then SIGKILL after a grace period."""
     if proc.poll() is None:
         log.info("[train] stopping the training worker (pid %d)", proc.pid)
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, STOP_GRACE_S)
 
 
 def _forward(line: str, tail: deque[str]) -> None:
