@@ -358,52 +358,7 @@ def log_artifacts(
     return f"{root}/{suffix}" if suffix else root
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def plot_loss_curve(history: list[dict[str, Any]], out_png: Path) -> Path:
-    """Train (and eval) loss vs step from a transformers-style `state.log_history`, as a PNG.
-
-    Uses the Agg canvas directly (no pyplot), so it works headless and touches no global backend.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    train = _series(history, "loss")
-    evals = _series(history, "eval_loss")
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if train:
-        ax.plot([x for x, _ in train], [y for _, y in train], label="train loss", color="tab:blue")
-    if evals:
-        ax.plot(
-            [x for x, _ in evals], [y for _, y in evals], label="eval loss", color="tab:orange", marker="o"
-        )
-    if not train and not evals:
-        ax.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.legend()
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, format="png")
-    return out_png
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _series(history: Iterable[Mapping[str, Any]], key: str) -> list[tuple[float, float]]:
-    points = []
-    for i, entry in enumerate(history):
-        value = entry.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            points.append((float(entry.get("step", i)), float(value)))
-    return points
 
 
 def _redact_nested(value: Any) -> str:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 from ftcore import registry, tracking
 from ftcore.artifacts import Artifact, fingerprint_path, is_present
 from ftcore.config.sections import RegistryConfig
+from ftcore.plots import plot_loss_curve
 from ftcore.steps.keys import register_key
 from ftcore.steps.register import assign_alias, is_registered, register
 from tests.helpers import small_config
@@ -160,10 +161,10 @@ def test_loss_curve_png(tmp_path: Path) -> None:
     history = [{"loss": 3.0 - 0.1 * s, "step": s, "epoch": s / 10} for s in range(1, 21)]
     history += [{"eval_loss": 2.5, "step": 10}, {"eval_loss": 2.2, "step": 20}]
     history.append({"train_loss": 2.4, "train_runtime": 1.0, "step": 20})
-    out = tracking.plot_loss_curve(history, tmp_path / "plots" / "loss.png")
+    out = plot_loss_curve(history, tmp_path / "plots" / "loss.png")
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
-    empty = tracking.plot_loss_curve([], tmp_path / "empty.png")
+    empty = plot_loss_curve([], tmp_path / "empty.png")
     assert empty.read_bytes().startswith(b"\x89PNG")
 
 

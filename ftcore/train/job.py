@@ -91,7 +91,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         final_loss = next((e["loss"] for e in reversed(result["log_history"]) if "loss" in e), None)
         metrics = {k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
         if tracking:
-            from ftcore.tracking import plot_loss_curve
+            from ftcore.plots import plot_loss_curve
 
             plot_dir = out / "plots"
             plot_dir.mkdir(exist_ok=True)
