@@ -6,6 +6,8 @@ ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the 
 ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir)
 ft config show CFG [...]        print the resolved config
 ft config schema                every config field with its description (JSON schema)
+ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME@ALIAS or a model folder
+ft chat URL [--model M]         chat with a server from the terminal
 
 example: ft run configs/quickstart.yaml train.learning_rate=1e-3
 """
@@ -48,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
     config_sub.add_parser("schema", help="print the JSON schema of the config (every field, described)")
+    from ftcore.serve.cli import add_parsers
+
+    add_parsers(sub)  # ft serve, ft chat
     return parser
 
 
@@ -132,6 +137,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
+    if args.command in ("serve", "chat"):
+        from ftcore.serve import cli as serve_cli
+
+        _ftcore_to_stderr()
+        _quiet_libraries()
+        return serve_cli.serve_command(args) if args.command == "serve" else serve_cli.chat_command(args)
     handler = _ftcore_to_stderr()  # before loading: the LLaMA-Factory adapter reports the keys it ignores
     _quiet_libraries()
     cfg = load_config(args.config, args.overrides)
