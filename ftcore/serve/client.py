@@ -110,7 +110,7 @@ def chat_loop(
         except httpx.HTTPError as exc:
             raise ServiceUnavailableError(
                 f"chat: the server at {client.http.base_url} does not answer: {exc}"
-            )
+            ) from exc
         stdout.write("\n")
         stdout.flush()
         history = [*turn, {"role": "assistant", "content": "".join(pieces)}]

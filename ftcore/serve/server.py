@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -89,10 +90,8 @@ def run(app: Any, host: str, port: int, on_ready: Any = None) -> None:
                 on_ready(url_of(host, bound))
         await task
 
-    try:
+    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
         asyncio.run(main())
-    except SystemExit:  # uvicorn exits when it cannot bind
-        pass
     if not server.started:
         raise ConfigError(
             f"serve: cannot listen on {host}:{port} (in use, or not an address of this machine)"
