@@ -313,17 +313,28 @@ def test_stop_string_holdback() -> None:
 @pytest.mark.slow
 def test_serve_registry_alias_after_a_job(tmp_path: Path) -> None:
     """`ft serve models:/NAME@candidate` downloads the version a run_local job registered and serves
-    what transformers generates from that job's merged model."""
+    what transformers generates from that job's merged model; `ft serve CFG` finds the same job's
+    model under serve.model_alias, else (no champion yet) in its workdir."""
     import httpx
     import torch
 
+    from ftcore.config import dump_config
     from ftcore.modeling import load_model, load_tokenizer
+    from ftcore.serve import resolve_target
     from ftcore.steps import run_local
 
     cfg = small_config(tmp_path / "job", "eval.enabled=false")
     outputs = run_local(cfg)
     uri = outputs["registered"].metadata["tracking_uri"]
     merged = Path(outputs["merged"].path)
+    job = tmp_path / "job.yaml"
+    job.write_text(dump_config(cfg))
+    assert resolve_target(str(job)).model_path == merged  # no champion: the workdir's merged model
+    registered = resolve_target(str(job), ["serve.model_alias=candidate"])
+    assert registered.model_path != merged and registered.name == "test-model"
+    assert (registered.model_path / "model.safetensors").read_bytes() == (
+        merged / "model.safetensors"
+    ).read_bytes()
     proc, url = _start_server(["models:/test-model@candidate", "--tracking-uri", uri], tmp_path / "serve.log")
     try:
         tokenizer, model = load_tokenizer(merged), load_model(merged, device="cpu")
