@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -345,5 +346,9 @@ def test_serve_registry_alias_after_a_job(tmp_path: Path) -> None:
         assert answer["choices"][0]["message"]["content"] == tokenizer.decode(
             out[0, len(ids) :].tolist(), skip_special_tokens=True
         )
+        os.killpg(proc.pid, signal.SIGTERM)  # a graceful stop: exit status 0, said in the log
+        assert proc.wait(timeout=60) == 0
+        assert "server stopped" in (tmp_path / "serve.log").read_text()
     finally:
-        stop_group(proc)
+        if proc.poll() is None:
+            stop_group(proc)

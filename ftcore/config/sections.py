@@ -182,4 +182,14 @@ class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="Bind address. Binding beyond localhost requires api_key.")
     port: int = Field(8000, gt=0, lt=65536, description="Port of the OpenAI-compatible server.")
     api_key: SecretStr | None = Field(None, description="Bearer key clients must send; never logged.")
-    model_alias: str = Field("champion", description="Registry alias to serve.")
+    model_alias: str = Field(
+        "champion",
+        description="Registry alias `ft serve CFG` serves; when the job's registry has none, the job's own "
+        "merged model in its workdir is served.",
+    )
+    max_model_len: int | None = Field(
+        None, gt=0, description="Context limit (prompt + answer tokens); default: the model's own."
+    )
+    log_dir: str | None = Field(
+        None, description="Folder for the server's logs; default <workdir>/serve-logs."
+    )

@@ -56,7 +56,8 @@ class ChatRequest(_Request):
 def _error(status: int, message: str, param: str | None = None, code: str | None = None):
     from fastapi.responses import JSONResponse
 
-    kind = {401: "authentication_error", 404: "NotFoundError"}.get(status, "invalid_request_error")
+    kinds = {401: "authentication_error", 404: "NotFoundError", 500: "server_error"}
+    kind = kinds.get(status, "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code or status}}
     return JSONResponse(body, status_code=status)
 
@@ -228,6 +229,10 @@ def create_app(backend: Any, api_key: str | None = None) -> Any:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
         return _error(exc.status, str(exc), exc.param, exc.code)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        return _error(500, f"the server failed on this request: {type(exc).__name__}: {exc}")
 
     return app
 

@@ -50,13 +50,14 @@ def serve_command(args: argparse.Namespace) -> int:
     backend_cls = pick_backend(args.backend or cfg.backend)
     name = args.served_model_name or target.name
     loras = {**target.loras, **parse_loras(args.lora, name)}
-    log_dir = Path(args.log_dir) if args.log_dir else target.log_dir or ftflow_home() / "serve-logs"
+    log_dir = Path(args.log_dir or cfg.log_dir or target.log_dir or ftflow_home() / "serve-logs")
     log_file = log_to(log_dir)
     log = logging.getLogger("ftcore.serve")
     log.info(
         "loading %s as '%s' (%s backend); logs in %s", target.model_path, name, backend_cls.name, log_file
     )
-    backend = backend_cls(target.model_path, name, loras, target.trust_remote_code, args.max_model_len)
+    max_len = args.max_model_len or cfg.max_model_len
+    backend = backend_cls(target.model_path, name, loras, target.trust_remote_code, max_len)
     try:
         app = create_app(backend, api_key)
         run(app, host, port, on_ready=lambda url: announce(url, backend.model_names()))
