@@ -283,11 +283,13 @@ def test_chat_client_streams_and_keeps_history(served: dict) -> None:
     assert "history cleared" in done.stderr
 
 
-def test_serve_refuses_bad_targets_and_open_binds(tmp_path: Path, served: dict, capsys) -> None:
+def test_serve_refuses_bad_targets_and_open_binds(
+    tmp_path: Path, served: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Refused in milliseconds, before a model is loaded, with the field to fix."""
     from flows.cli import main
 
-    os.environ.pop("FTFLOW_API_KEY", None)
+    monkeypatch.delenv("FTFLOW_API_KEY", raising=False)
     merged = str(served["merged"])
     cases = [
         ([merged, "--host", "0.0.0.0"], "needs an API key"),
@@ -308,6 +310,7 @@ def test_stop_string_holdback() -> None:
     assert _safe_end("hello wor", ["world"]) == len("hello ")
     assert _safe_end("hello", ["xyz"]) == 5
     assert _safe_end("ab\ufffd", []) == 2
+    assert _safe_end("xab", ["bc", "abcd"]) == 1  # the longest possible start of any stop is held
     assert _find_stop("say STOP now", ["STOP", "now"], 0) == 4
 
 

@@ -304,11 +304,10 @@ def _safe_end(text: str, stops: list[str]) -> int:
     end = len(text)
     while end and text[end - 1] == "\ufffd":  # a multi-byte character still being generated
         end -= 1
+    whole = text[:end]
     for stop in stops:
-        for n in range(min(len(stop) - 1, end), 0, -1):
-            if text[:end].endswith(stop[:n]):
-                end = min(end, len(text[:end]) - n)
-                break
+        held = next((n for n in range(min(len(stop) - 1, len(whole)), 0, -1) if whole.endswith(stop[:n])), 0)
+        end = min(end, len(whole) - held)
     return end
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 SERVE_HELP = "serve a model behind an OpenAI-compatible API (config, models:/NAME@ALIAS or folder)"
@@ -57,7 +58,11 @@ def serve_command(args: argparse.Namespace) -> int:
         "loading %s as '%s' (%s backend); logs in %s", target.model_path, name, backend_cls.name, log_file
     )
     max_len = args.max_model_len or cfg.max_model_len
-    backend = backend_cls(target.model_path, name, loras, target.trust_remote_code, max_len)
+    try:
+        backend = backend_cls(target.model_path, name, loras, target.trust_remote_code, max_len)
+    except KeyboardInterrupt:  # Ctrl-C while loading: nothing to keep, nothing to say about training
+        print("interrupted while loading the model", file=sys.stderr)
+        return 130
     try:
         app = create_app(backend, api_key)
         run(app, host, port, on_ready=lambda url: announce(url, backend.model_names()))
