@@ -31,6 +31,8 @@ CANDIDATE = "candidate"  # alias of a freshly registered version
 CHAMPION = "champion"  # alias the promote flow moves and serving reads
 TAG_PREFIX = "ftflow."
 METRIC_TAG_PREFIX = "metric."
+EVAL_FINGERPRINT_TAG = f"{TAG_PREFIX}eval_fingerprint"  # the tokenized eval split the metrics came from
+EVAL_CONFIG_TAG = f"{TAG_PREFIX}eval_config"  # hash of the eval settings that scored it
 _READY_TIMEOUT_S = 300.0
 
 
@@ -265,8 +267,14 @@ def lineage_tags(
     base_model_revision: str | None,
     ftflow_version: str,
     metrics: Mapping[str, float],
+    eval_fingerprint: str = "",
+    eval_config: str = "",
 ) -> dict[str, str]:
-    """Tags that say where a version came from and how it scored, so promotion needs nothing else."""
+    """Tags that say where a version came from and how it scored, so promotion needs nothing else.
+
+    `eval_fingerprint` / `eval_config` name the eval set and the settings that scored it: promotion
+    refuses to compare versions whose scores came from different ones.
+    """
     tags = {
         f"{TAG_PREFIX}config_hash": config_hash,
         f"{TAG_PREFIX}dataset_fingerprint": dataset_fingerprint,
@@ -274,6 +282,10 @@ def lineage_tags(
         f"{TAG_PREFIX}base_model_revision": base_model_revision or "",
         f"{TAG_PREFIX}version": ftflow_version,
     }
+    if eval_fingerprint:
+        tags[EVAL_FINGERPRINT_TAG] = eval_fingerprint
+    if eval_config:
+        tags[EVAL_CONFIG_TAG] = eval_config
     for name, value in metrics.items():
         text = format_metric(value)
         if text is not None:
