@@ -223,3 +223,28 @@ def test_pipeline_ends_with_the_gate_on_a_server(mlflow_server, tmp_path, monkey
     assert "different eval set" in out["promotion"].metadata["reason"]
     assert rollback(url, "test-model", to=2).message.endswith("from version 1 to version 2")
     assert rollback(url, "test-model").version == 1 and _champion(client) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_local")
+def test_finetune_flow_ends_with_the_gate_and_the_promote_flow_reports(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.finetune import finetune
+    from flows.promote import promote
+
+    cfg = small_config(tmp_path / "job", *QUICK, "registry.promote=true")
+    result = finetune(cfg)
+    states = {row["step"]: row["state"] for row in result["summary"]}
+    assert list(states)[-3:] == ["register", "alias", "promote"] and states["promote"] == "Completed"
+    decision = result["artifacts"]["promotion"]["metadata"]
+    assert decision["result"] == PASSED and decision["version"] == 1
+    assert _champion(_client(cfg)) == 1
+
+    again = promote(cfg)  # the flow, by hand: the candidate is champion already
+    assert again["result"] == NOOP and again["version"] == 1
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilterKey(any_=["test-model-promotion"])
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
+    assert found and "# Promotion of test-model version 1: already champion" in found[-1].data
