@@ -12,7 +12,6 @@ tag, from which rollback knows the version the champion pointed to before.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ftcore.promote")
 
 PROMOTION_TAG = "ftflow.promotion."  # + result, reason, compared_with, at (on the candidate version)
-HISTORY_TAG = "ftflow.champion_history"  # on the registered model: JSON list of champion moves
-HISTORY_KEEP = 500  # moves kept (a tag holds 100k characters; a move is ~90)
 PASSED, FAILED, REFUSED, NOOP = "passed", "failed", "refused", "already champion"
 
 
@@ -152,7 +149,7 @@ def promote_version(
         else:
             reason = f"passed {len(checks)} rules against {label}: " + "; ".join(c.describe() for c in checks)
             decision = Decision(name, number, PASSED, reason, compared_with, at, before, checks)
-            move_champion(client, name, number, "promote", at)
+            registry.move_champion(client, name, number, "promote", at)
     decision.report = _report(decision, candidate, champion)
     _record(client, candidate, decision)
     log.info("[promote] %s version %s: %s: %s", name, number, decision.result, decision.reason)
@@ -312,45 +309,6 @@ def _report(decision: Decision, candidate: ModelVersion, champion: ModelVersion 
 # ------------------------------------------------------------------------- champion moves, rollback
 
 
-def champion_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
-    """Every recorded champion move, oldest first: {action, version, previous, at}."""
-    model = client.get_registered_model(model_name)
-    text = (model.tags or {}).get(HISTORY_TAG)
-    try:
-        events = json.loads(text) if text else []
-    except ValueError:
-        log.warning("%s: tag %s is not JSON; starting a new history", model_name, HISTORY_TAG)
-        return []
-    return [e for e in events if isinstance(e, dict) and "version" in e] if isinstance(events, list) else []
-
-
-def champion_stack(events: list[dict[str, Any]]) -> list[int]:
-    """The champions in force, oldest first, as the moves left them: a promotion pushes its version,
-    a rollback returns to the latest earlier entry of its version (the ones after it are undone)."""
-    stack: list[int] = []
-    for event in events:
-        version, previous = int(event["version"]), event.get("previous")
-        if previous is not None and (not stack or stack[-1] != int(previous)):
-            stack.append(int(previous))  # the alias was moved outside ftflow: count it as a champion
-        below = stack[:-1]
-        if event.get("action") == "rollback" and version in below:
-            del stack[len(below) - below[::-1].index(version) :]
-        else:
-            stack.append(version)
-    return stack
-
-
-def move_champion(client: MlflowClient, model_name: str, version: int, action: str, at: str) -> int | None:
-    """Point `champion` at `version` and append the move to the history; returns the previous champion."""
-    current = registry.get_version_by_alias(client, model_name, registry.CHAMPION)
-    previous = int(current.version) if current is not None else None
-    registry.set_alias(client, model_name, registry.CHAMPION, version)
-    events = champion_history(client, model_name)
-    events.append({"action": action, "version": int(version), "previous": previous, "at": at})
-    client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(events[-HISTORY_KEEP:]))
-    return previous
-
-
 @dataclass
 class Rollback:
     model_name: str
@@ -374,7 +332,7 @@ def rollback(tracking_uri: str, model_name: str, to: int | None = None) -> Rollb
     if current is None:
         raise ModelNotAvailableError(f"registry: {model_name} has no champion to roll back")
     now = int(current.version)
-    stack = champion_stack(champion_history(client, model_name))
+    stack = registry.champion_stack(registry.champion_history(client, model_name))
     if not stack or stack[-1] != now:
         stack.append(now)
     if to is None:
@@ -394,7 +352,7 @@ def rollback(tracking_uri: str, model_name: str, to: int | None = None) -> Rollb
         if int(to) == now:
             return Rollback(model_name, now, now, f"{model_name}: version {now} is already champion")
     at = _now()
-    move_champion(client, model_name, int(to), "rollback", at)
+    registry.move_champion(client, model_name, int(to), "rollback", at)
     client.set_model_version_tag(model_name, str(now), PROMOTION_TAG + "rolled_back_at", at)
     message = f"{model_name}: champion moved back from version {now} to version {to}"
     log.info("[rollback] %s", message)

@@ -17,11 +17,9 @@ from ftcore.config.sections import GateRule
 from ftcore.errors import ConfigError, ModelNotAvailableError
 from ftcore.promote import (
     FAILED,
-    HISTORY_TAG,
     NOOP,
     PASSED,
     REFUSED,
-    champion_stack,
     check_rule,
     promote_version,
     rollback,
@@ -85,11 +83,12 @@ def test_promote_without_evaluation_fails_before_training(tmp_path: Path) -> Non
 def test_champion_stack_replays_promotions_and_rollbacks() -> None:
     moves = [("promote", 1, None), ("promote", 2, 1), ("promote", 3, 2), ("rollback", 2, 3)]
     events = [{"action": a, "version": v, "previous": p} for a, v, p in moves]
-    assert champion_stack(events) == [1, 2]
-    assert champion_stack([*events, {"action": "rollback", "version": 1, "previous": 2}]) == [1]
+    stack = registry.champion_stack
+    assert stack(events) == [1, 2]
+    assert stack([*events, {"action": "rollback", "version": 1, "previous": 2}]) == [1]
     # the alias moved outside ftflow (to 7) before a promotion: 7 counts as a champion before it
-    assert champion_stack([*events, {"action": "promote", "version": 4, "previous": 7}]) == [1, 2, 7, 4]
-    assert champion_stack([*events, {"action": "rollback", "version": 5, "previous": 2}]) == [1, 2, 5]
+    assert stack([*events, {"action": "promote", "version": 4, "previous": 7}]) == [1, 2, 7, 4]
+    assert stack([*events, {"action": "rollback", "version": 5, "previous": 2}]) == [1, 2, 5]
 
 
 def test_promote_with_no_store_or_no_candidate_is_a_clear_error(tmp_path: Path) -> None:
@@ -171,7 +170,7 @@ def test_gate_promotes_refuses_fails_and_rolls_back(tmp_path: Path, capsys: pyte
     assert rollback(uri, "test-model").version == 1 and _champion(client) == 1
     assert main(["rollback", "test-model", "--tracking-uri", uri]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err and _champion(client) == 1
-    history = json.loads(client.get_registered_model("test-model").tags[HISTORY_TAG])
+    history = json.loads(client.get_registered_model("test-model").tags[registry.HISTORY_TAG])
     assert [(e["action"], e["version"]) for e in history] == [
         ("promote", 1),
         ("promote", 2),
