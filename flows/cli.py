@@ -4,6 +4,8 @@ ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, eva
 ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
 ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
 ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir)
+ft promote CFG [key=value ...]  the gate: candidate -> champion when registry.gate passes
+ft rollback NAME [--to V]       move champion back to the version it pointed to before
 ft config show CFG [...]        print the resolved config
 ft config schema                every config field with its description (JSON schema)
 ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME@ALIAS or a model folder
@@ -21,6 +23,7 @@ import os
 import sys
 from typing import Any
 
+from flows import promote_cli
 from ftcore.errors import FtflowError
 
 EXAMPLES = (
@@ -44,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES)
         cmd.add_argument("config", help="YAML config (ftflow sections or LLaMA-Factory flat keys)")
         cmd.add_argument("overrides", nargs="*", help="key=value overrides")
+    promote_cli.add_parsers(sub, EXAMPLES)
     config = sub.add_parser("config", help="inspect configs")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the resolved config as YAML", epilog=EXAMPLES)
@@ -137,6 +141,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
+    if args.command in promote_cli.COMMANDS:
+        return promote_cli.handle(args)
     if args.command in ("serve", "chat"):
         from ftcore.serve import cli as serve_cli
 

@@ -10,6 +10,7 @@ promote or a rollback is one `set_alias` call.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import shutil
@@ -31,6 +32,10 @@ CANDIDATE = "candidate"  # alias of a freshly registered version
 CHAMPION = "champion"  # alias the promote flow moves and serving reads
 TAG_PREFIX = "ftflow."
 METRIC_TAG_PREFIX = "metric."
+EVAL_FINGERPRINT_TAG = f"{TAG_PREFIX}eval_fingerprint"  # the tokenized eval split the metrics came from
+EVAL_CONFIG_TAG = f"{TAG_PREFIX}eval_config"  # hash of the eval settings that scored it
+HISTORY_TAG = f"{TAG_PREFIX}champion_history"  # on the registered model: JSON list of champion moves
+HISTORY_KEEP = 500  # moves kept (a registry tag holds 100k characters; a move is ~90)
 _READY_TIMEOUT_S = 300.0
 
 
@@ -265,8 +270,14 @@ def lineage_tags(
     base_model_revision: str | None,
     ftflow_version: str,
     metrics: Mapping[str, float],
+    eval_fingerprint: str = "",
+    eval_config: str = "",
 ) -> dict[str, str]:
-    """Tags that say where a version came from and how it scored, so promotion needs nothing else."""
+    """Tags that say where a version came from and how it scored, so promotion needs nothing else.
+
+    `eval_fingerprint` / `eval_config` name the eval set and the settings that scored it: promotion
+    refuses to compare versions whose scores came from different ones.
+    """
     tags = {
         f"{TAG_PREFIX}config_hash": config_hash,
         f"{TAG_PREFIX}dataset_fingerprint": dataset_fingerprint,
@@ -274,6 +285,10 @@ def lineage_tags(
         f"{TAG_PREFIX}base_model_revision": base_model_revision or "",
         f"{TAG_PREFIX}version": ftflow_version,
     }
+    if eval_fingerprint:
+        tags[EVAL_FINGERPRINT_TAG] = eval_fingerprint
+    if eval_config:
+        tags[EVAL_CONFIG_TAG] = eval_config
     for name, value in metrics.items():
         text = format_metric(value)
         if text is not None:
@@ -302,6 +317,45 @@ def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
             except ValueError:
                 continue
     return out
+
+
+def champion_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
+    """Every recorded champion move, oldest first: {action, version, previous, at}."""
+    model = client.get_registered_model(model_name)
+    text = (model.tags or {}).get(HISTORY_TAG)
+    try:
+        events = json.loads(text) if text else []
+    except ValueError:
+        log.warning("%s: tag %s is not JSON; starting a new history", model_name, HISTORY_TAG)
+        return []
+    return [e for e in events if isinstance(e, dict) and "version" in e] if isinstance(events, list) else []
+
+
+def champion_stack(events: list[dict[str, Any]]) -> list[int]:
+    """The champions in force, oldest first, as the moves left them: a promotion pushes its version,
+    a rollback returns to the latest earlier entry of its version (the ones after it are undone)."""
+    stack: list[int] = []
+    for event in events:
+        version, previous = int(event["version"]), event.get("previous")
+        if previous is not None and (not stack or stack[-1] != int(previous)):
+            stack.append(int(previous))  # the alias was moved outside ftflow: count it as a champion
+        below = stack[:-1]
+        if event.get("action") == "rollback" and version in below:
+            del stack[len(below) - below[::-1].index(version) :]
+        else:
+            stack.append(version)
+    return stack
+
+
+def move_champion(client: MlflowClient, model_name: str, version: int, action: str, at: str) -> int | None:
+    """Point `champion` at `version` and append the move to the history; returns the previous champion."""
+    current = get_version_by_alias(client, model_name, CHAMPION)
+    previous = int(current.version) if current is not None else None
+    set_alias(client, model_name, CHAMPION, version)
+    events = champion_history(client, model_name)
+    events.append({"action": action, "version": int(version), "previous": previous, "at": at})
+    client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(events[-HISTORY_KEEP:]))
+    return previous
 
 
 def _wait_ready(client: MlflowClient, model_name: str, version: ModelVersion) -> ModelVersion:

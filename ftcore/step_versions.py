@@ -27,9 +27,9 @@ STEP_VERSIONS: dict[str, int] = {
     "fetch_dataset": 1,
     "preprocess": 2,
     "train": 2,
-    "evaluate": 2,
+    "evaluate": 3,
     "merge": 2,
-    "register": 2,
+    "register": 3,
 }
 
 # Files (globs relative to ROOT) whose code decides a step's output. Template DATA

@@ -55,3 +55,13 @@ def prefect_local():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """(url, folder) of a fresh `mlflow server` with its own sqlite store and artifact folder."""
+    from tests.helpers import mlflow_server_at
+
+    root = tmp_path / "server"
+    with mlflow_server_at(root) as url:
+        yield url, root

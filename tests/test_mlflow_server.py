@@ -8,53 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ftcore import tracking
 from ftcore.errors import ServiceUnavailableError
-from tests.helpers import REPO, small_config, stop_group
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """(url, folder) of a fresh `mlflow server` with its own sqlite store and artifact folder."""
-    root = tmp_path / "server"
-    root.mkdir()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--workers", "1"]
-    cmd += ["--artifacts-destination", str(root / "artifacts")]
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    text = (root / "server.log").read_text()
-                    raise RuntimeError(f"mlflow server did not start:\n{text}") from None
-                time.sleep(0.5)
-        yield url, root
-    finally:
-        stop_group(proc)
-        log.close()
+from tests.helpers import REPO, free_port, small_config
 
 
 @pytest.mark.slow
@@ -104,7 +67,7 @@ def test_unreachable_server_fails_preflight_in_seconds(
 ) -> None:
     from ftcore.steps import preflight
 
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     start = time.monotonic()
     with pytest.raises(ServiceUnavailableError, match="not reachable"):
         tracking.check_reachable(dead, timeout=2)

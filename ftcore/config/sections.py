@@ -164,10 +164,46 @@ class ExportConfig(Section):
     export_dir: str | None = Field(None, description="Where the merged model goes; defaults to the workdir.")
 
 
+class GateRule(Section):
+    """One condition of the promotion gate: the candidate must beat the reference on `metric`."""
+
+    metric: str = Field(
+        description="Metric the evaluate step records (eval_loss, perplexity, rouge_l, exact_match, ...), "
+        "read from the version's metric.tuned/<metric> tag (metric.base/<metric> for the base model)."
+    )
+    direction: Literal["lower", "higher"] = Field(
+        description="Which way is better: lower (losses, perplexity) or higher (ROUGE, accuracy)."
+    )
+    min_improvement: float = Field(
+        0.0,
+        description="How much better than the reference the candidate must be: 0 means not worse, a "
+        "negative value tolerates that much worse. In the metric's units, or a fraction of the "
+        "reference's value when relative is true (0.02 = 2%).",
+    )
+    relative: bool = Field(False, description="Read min_improvement as a fraction of the reference value.")
+
+
+def _default_gate() -> list[GateRule]:
+    return [GateRule(metric="eval_loss", direction="lower")]
+
+
 class RegistryConfig(Section):
     enabled: bool = Field(True, description="Register the merged model in the MLflow model registry.")
     model_name: str = Field("ftflow-model", description="Registered model name in MLflow.")
     alias: str = Field("candidate", description="Alias given to the new model version.")
+    promote: bool = Field(
+        False,
+        description="End the pipeline with the promotion gate: the new version becomes 'champion' when "
+        "it passes registry.gate (what `ft promote CFG` does by hand).",
+    )
+    gate: list[GateRule] = Field(
+        default_factory=_default_gate,
+        min_length=1,
+        description="Conditions the candidate must all pass to become champion, compared with the current "
+        "champion, or with the base model when there is none, on the same eval set. Example: "
+        "[{metric: eval_loss, direction: lower, min_improvement: 0.02, relative: true}, "
+        "{metric: rouge_l, direction: higher}].",
+    )
     experiment: str = Field("ftflow", description="MLflow experiment that holds the runs.")
     tracking_uri: str | None = Field(
         None,

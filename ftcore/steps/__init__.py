@@ -10,6 +10,7 @@ from ftcore.steps.fetch import fetch_dataset, fetch_model
 from ftcore.steps.local import external_adapter, find_trained, preflight
 from ftcore.steps.merge import merge
 from ftcore.steps.preprocess import preprocess
+from ftcore.steps.promote import promote
 from ftcore.steps.register import register
 from ftcore.steps.table import Step, plan, run_local, run_steps, steps
 from ftcore.steps.train import train
@@ -25,6 +26,7 @@ __all__ = [
     "plan",
     "preflight",
     "preprocess",
+    "promote",
     "register",
     "run_local",
     "run_steps",

@@ -17,7 +17,7 @@ from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, read_manife
 from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.steps.common import JobRun, reuse, step_dir
-from ftcore.steps.keys import eval_dtype, evaluate_base_key, evaluate_key
+from ftcore.steps.keys import eval_dtype, eval_identity, evaluate_base_key, evaluate_key
 
 log = logging.getLogger("ftcore.steps")
 
@@ -101,6 +101,7 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
                 "dtype": dtype,
                 "base_scores": results["base"].get("path") if "base" in results else None,
                 "mlflow_run_id": run_id,
+                **eval_identity(cfg, data),  # registered as lineage: promotion compares like with like
             },
         )
         write_manifest(tmp, artifact)

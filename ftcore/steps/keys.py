@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ftcore.artifacts import Artifact, compute_key
+from ftcore.artifacts import Artifact, compute_key, hash_json
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.step_versions import STEP_VERSIONS
 from ftcore.steps.common import section
@@ -45,6 +45,10 @@ DATA_NOT_IN_PREPROCESS_KEY = {
     "val_size",
     "seed",
 }
+
+
+# registry fields that do not change what is registered: pointers and the promotion gate
+REGISTRY_NOT_IN_KEY = {"tracking_uri", "enabled", "alias", "promote", "gate"}
 
 
 def step_key(step: str, config: Any, inputs: list[str], extra: Any = None) -> str:
@@ -167,6 +171,15 @@ def evaluate_key(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: 
     return step_key("evaluate", {**_eval_inputs(cfg, data), "compare_base": cfg.eval.compare_base}, inputs)
 
 
+def eval_identity(cfg: PipelineConfig, data: Artifact) -> dict[str, str]:
+    """What makes two models' scores comparable: the tokenized eval split and the settings that score
+    it. Recorded on each registered version, so promotion never compares scores from different sets."""
+    return {
+        "eval_fingerprint": data.metadata.get("eval_fingerprint", data.fingerprint),
+        "eval_config": hash_json(_eval_inputs(cfg, data)),
+    }
+
+
 def evaluate_base_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
     """The base model's scores: shared by every job on the same base model, eval split and eval
     settings, whatever they train (learning rate, method, training data)."""
@@ -189,7 +202,7 @@ def register_key(
     """The alias is not in the key: moving it is a pointer move (register.assign_alias), not a version."""
     return step_key(
         "register",
-        section(cfg.registry, {"tracking_uri", "enabled", "alias"}),
+        section(cfg.registry, REGISTRY_NOT_IN_KEY),
         [merged.fingerprint, evaluation.fingerprint if evaluation else ""],
         extra=tracking_uri,
     )

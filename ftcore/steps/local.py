@@ -23,6 +23,7 @@ def preflight(cfg: PipelineConfig) -> None:
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
     from ftcore.hub import resolve_model
+    from ftcore.promote import check_config as check_gate
     from ftcore.steps.fetch import fetch_dataset
 
     if cfg.data.template:
@@ -41,6 +42,7 @@ def preflight(cfg: PipelineConfig) -> None:
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
+    check_gate(cfg)  # registry.promote needs the scores the gate compares
     check_outputs(cfg)  # workdir writable; a chosen output folder holds nothing ftflow did not write
     # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
     # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)

@@ -41,6 +41,8 @@ def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None)
         base_model_revision=merged.metadata.get("base_model_revision") or "",
         ftflow_version=ftcore.__version__,
         metrics=metrics,
+        eval_fingerprint=evaluation.metadata.get("eval_fingerprint", "") if evaluation else "",
+        eval_config=evaluation.metadata.get("eval_config", "") if evaluation else "",
     )
     existing = registry.find_version_by_key(job.client, name, key)
     if existing is not None:

@@ -125,6 +125,14 @@ def _steps() -> tuple[Step, ...]:
             ("registered",),
             enabled=lambda cfg: registry_on(cfg) and bool(cfg.registry.alias),
         ),
+        # the gate: `champion` moves to this version when registry.gate passes (uncached: it may have moved)
+        Step(
+            "promote",
+            steps.promote,
+            "promotion",
+            ("registered",),
+            enabled=lambda cfg: registry_on(cfg) and cfg.registry.promote,
+        ),
     )
 
 
