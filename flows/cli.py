@@ -60,11 +60,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged: `main()` may run many times in one
+    process (tests, notebooks), each time with its own stderr, and a handler bound to an old, closed
+    stream would fail on every line after."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _ftcore_to_stderr() -> logging.Handler:
-    """Show ftcore's INFO lines (pipeline steps, training progress) on stderr; returns the handler."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    """Show ftcore's INFO lines (pipeline steps, training progress) on stderr; returns the handler.
+
+    One such handler at most: calling `main()` again does not print every line twice."""
     logger = logging.getLogger("ftcore")
+    for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -192,3 +192,24 @@ def test_corrupt_model_config_is_named(
     err = _fails(capsys, _job(tmp_path, model__name_or_path=str(model)))
     assert f"{model / 'config.json'} is not valid JSON" in err
     assert not (tmp_path / "work").exists()
+
+
+def test_ft_in_one_process_many_times_logs_once_to_the_current_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`main()` run again with a new stderr (tests, notebooks): no handler left on a closed stream."""
+    import io
+    import logging
+    import sys
+
+    from flows.cli import _ftcore_to_stderr
+
+    for _ in range(3):
+        old = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", old)
+        _ftcore_to_stderr()
+        old.close()
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    logging.getLogger("ftcore.test").info("one line")
+    assert now.getvalue().count("one line") == 1
