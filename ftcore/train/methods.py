@@ -6,6 +6,7 @@ method (dora, qlora, freeze, galore) is one class and one METHODS entry, never a
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -25,7 +26,7 @@ class LoadPlan:
     device_map: Any = None  # None: the whole model on pick_device()
 
 
-class TrainingMethod:
+class TrainingMethod(ABC):
     """Base of the methods: full-weight defaults that subclasses override where they differ."""
 
     name: ClassVar[str]
@@ -50,17 +51,17 @@ class TrainingMethod:
         model.train()
         return model
 
+    @abstractmethod
     def prepare(self, model: Any, cfg: TrainConfig) -> Any:
         """Make the trainable parameters trainable (and wrap the model if the method needs to)."""
-        raise NotImplementedError
 
     def optimizer_args(self, cfg: TrainConfig, use_cpu: bool) -> dict[str, Any]:
         """TrainingArguments fields that pick the optimizer (GaLore sets optim_target_modules too)."""
         return {"optim": "adamw_torch" if use_cpu else "adamw_torch_fused"}
 
+    @abstractmethod
     def save(self, model: Any, out_dir: Path, base_dtype: Any = None) -> None:
         """Write what this method produces into out_dir (the tokenizer is written by the caller)."""
-        raise NotImplementedError
 
 
 class LoraMethod(TrainingMethod):
