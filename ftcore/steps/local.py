@@ -18,7 +18,10 @@ STALE_TEMP_S = 6 * 3600
 
 
 def preflight(cfg: PipelineConfig) -> None:
-    """Fail in milliseconds on what would otherwise fail minutes in: names, files, rows, model refs."""
+    """Fail in seconds on what would otherwise fail minutes in: names, files, rows, model refs, servers.
+
+    The one full parse of the data happens here (into the shared Arrow cache the fetch_dataset step
+    reuses), so a first run on big data takes as long as that parse."""
     from ftcore.builtin import BUILTINS
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
