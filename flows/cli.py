@@ -10,6 +10,7 @@ ft config show CFG [...]        print the resolved config
 ft config schema                every config field with its description (JSON schema)
 ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME@ALIAS or a model folder
 ft chat URL [--model M]         chat with a server from the terminal
+ft env install NAME | list      side virtualenvs for vLLM and the quantizers
 
 example: ft run configs/quickstart.yaml train.learning_rate=1e-3
 """
@@ -23,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from flows import promote_cli
+from flows import env_cli, promote_cli
 from ftcore.errors import FtflowError
 
 EXAMPLES = (
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     from ftcore.serve.cli import add_parsers
 
     add_parsers(sub)  # ft serve, ft chat
+    env_cli.add_parsers(sub)
     return parser
 
 
@@ -159,6 +161,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
+    if args.command == "env":
+        _ftcore_to_stderr()
+        return env_cli.handle(args)
     if args.command in promote_cli.COMMANDS:
         return promote_cli.handle(args)
     if args.command in ("serve", "chat"):
