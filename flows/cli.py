@@ -11,6 +11,7 @@ ft config schema                every config field with its description (JSON sc
 ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME@ALIAS or a model folder
 ft chat URL [--model M]         chat with a server from the terminal
 ft env install NAME | list      side virtualenvs for vLLM and the quantizers
+ft doctor [CFG]                 check packages, device, Prefect / MLflow servers, caches, disk
 
 example: ft run configs/quickstart.yaml train.learning_rate=1e-3
 """
@@ -24,7 +25,7 @@ import os
 import sys
 from typing import Any
 
-from flows import env_cli, promote_cli
+from flows import env_cli, ops_cli, promote_cli
 from ftcore.errors import FtflowError
 
 EXAMPLES = (
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)  # ft serve, ft chat
     env_cli.add_parsers(sub)
+    ops_cli.add_parsers(sub)
     return parser
 
 
@@ -161,6 +163,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
+    if args.command in ops_cli.COMMANDS:
+        _quiet_libraries()
+        return ops_cli.handle(args)
     if args.command == "env":
         _ftcore_to_stderr()
         return env_cli.handle(args)
