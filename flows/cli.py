@@ -12,6 +12,8 @@ ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME
 ft chat URL [--model M]         chat with a server from the terminal
 ft env install NAME | list      side virtualenvs for vLLM and the quantizers
 ft doctor [CFG]                 check packages, device, Prefect / MLflow servers, caches, disk
+ft deploy CFG [--cron C] [...]  register a scheduled deployment on the Prefect server (work pool)
+ft trigger FLOW/NAME [k=v ...]  start a deployed run with overrides [--wait]
 
 example: ft run configs/quickstart.yaml train.learning_rate=1e-3
 """

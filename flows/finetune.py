@@ -46,7 +46,7 @@ def _submit(summary: list[dict[str, Any]]) -> Any:
     return execute
 
 
-@flow(name="finetune", validate_parameters=False)
+@flow(name="finetune", validate_parameters=False, persist_result=True, result_serializer="json")
 def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune, evaluate, merge and register one model; returns each step's artifact manifest."""
     cfg = load_config(config, overrides)

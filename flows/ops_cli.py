@@ -1,11 +1,15 @@
-"""`ft doctor`: operations commands' options and handlers (flows/cli.py only adds the subcommands)."""
+"""`ft doctor`, `ft deploy`, `ft trigger`: operations commands' options and handlers (flows/cli.py only
+adds the subcommands)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 DOCTOR_HELP = "check the environment a job would run in and say how to fix what is wrong"
-COMMANDS = ("doctor",)
+DEPLOY_HELP = "register a flow of this config with the Prefect server: schedule, work pool, concurrency"
+TRIGGER_HELP = "start a run of a deployment (FLOW/DEPLOYMENT) with key=value overrides"
+COMMANDS = ("doctor", "deploy", "trigger")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +18,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     doctor.add_argument("overrides", nargs="*", help="key=value overrides")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each server")
 
+    deploy = sub.add_parser("deploy", help=DEPLOY_HELP, description=DEPLOY_HELP)
+    deploy.add_argument("config", help="YAML config (its parameter in the deployment, paths made absolute)")
+    deploy.add_argument("overrides", nargs="*", help="key=value overrides baked into the deployment")
+    deploy.add_argument("--name", help="deployment name (default: the job's name)")
+    deploy.add_argument("--flow", default="finetune", help="flow to deploy: finetune (default) or promote")
+    when = deploy.add_mutually_exclusive_group()
+    when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (nightly at 03:00)')
+    when.add_argument("--interval", type=float, help="run every N seconds")
+    deploy.add_argument("--pool", default=None, help="work pool (default ftflow-process, created if missing)")
+    deploy.add_argument("--concurrency", type=int, default=1, help="runs of this deployment at once")
+    deploy.add_argument(
+        "--on-busy",
+        choices=["enqueue", "cancel"],
+        default="enqueue",
+        help="a run while `concurrency` runs are active waits (enqueue) or is cancelled",
+    )
+    deploy.add_argument("--paused", action="store_true", help="register with the schedule paused")
+
+    trigger = sub.add_parser("trigger", help=TRIGGER_HELP, description=TRIGGER_HELP)
+    trigger.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. finetune/nightly")
+    trigger.add_argument("overrides", nargs="*", help="key=value overrides for this run")
+    trigger.add_argument(
+        "--wait", action="store_true", help="wait for the run to end; exit 1 unless it completed"
+    )
+    trigger.add_argument("--timeout", type=float, default=None, help="with --wait: give up after N seconds")
+
 
 def handle(args: argparse.Namespace) -> int:
+    return {"doctor": _doctor, "deploy": _deploy, "trigger": _trigger}[args.command](args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
     """Exit 0 when nothing failed (warnings allowed), 1 when a check failed."""
     from ftcore.config import load_config
     from ftcore.doctor import diagnose
@@ -28,3 +62,36 @@ def handle(args: argparse.Namespace) -> int:
     warned = [f for f in findings if f.level == "warn"]
     print(f"\n{len(findings)} checks: {len(failed)} failed, {len(warned)} warnings")
     return 1 if failed else 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from flows.deploy import DEFAULT_POOL, deploy_file
+
+    deployed = deploy_file(
+        args.config,
+        args.overrides,
+        flow=args.flow,
+        name=args.name,
+        cron=args.cron,
+        interval=args.interval,
+        pool=args.pool or DEFAULT_POOL,
+        concurrency=args.concurrency,
+        collision=args.on_busy,
+        paused=args.paused,
+    )
+    print(f"deployment {deployed.name} ({deployed.id}) on work pool {deployed.pool}")
+    print(f"schedule: {deployed.schedule or 'none (trigger it)'}")
+    print(f"start a worker:  prefect worker start --pool {deployed.pool}")
+    print(f"run it now:      ft trigger {deployed.name} [key=value ...] --wait")
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from flows.trigger import trigger
+
+    run = trigger(args.deployment, args.overrides, wait=args.wait, timeout_s=args.timeout)
+    summary = {"flow_run_id": run.flow_run_id, "flow_run_name": run.flow_run_name, "state": run.state}
+    if run.registered_version:
+        summary["registered_version"] = run.registered_version
+    print(json.dumps(summary, indent=2))
+    return 0 if not args.wait or run.state == "Completed" else 1

@@ -1,0 +1,147 @@
+"""Deployments: ftflow's flows registered with a Prefect server, scheduled, run by work pool workers.
+
+`ft deploy CFG` registers the finetune flow (or the promote / serve flow) with the job's config as its
+typed parameter, a schedule, a work pool and a concurrency limit; `ft trigger NAME key=value` starts a
+run of a deployment with overrides. prefect.yaml declares the same deployments for
+`prefect deploy --all`. This uses Prefect's own mechanisms throughout (work pools, workers,
+deployment concurrency limits, run_deployment) rather than a scheduler of our own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ftcore.config import PipelineConfig, load_config
+from ftcore.errors import ConfigError, ServiceUnavailableError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POOL = "ftflow-process"
+# flow name -> entrypoint in this repository (what a worker imports)
+ENTRYPOINTS = {
+    "finetune": "flows/finetune.py:finetune",
+    "promote": "flows/promote.py:promote",
+}
+Collision = Literal["enqueue", "cancel"]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    id: str
+    name: str  # "flow/deployment", what `ft trigger` and run_deployment take
+    pool: str
+    schedule: str | None
+
+
+def deployable_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """The config as the deployment's parameter: input and output paths made absolute, so a worker
+    running in another folder reads the same data and writes to the same workdir."""
+    dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)
+    if not dataset_dir.is_dir():
+        raise ConfigError(
+            f"data.dataset_dir: {dataset_dir} does not exist (relative paths are read from the current "
+            "folder, then the config file's folder)"
+        )
+    data = cfg.data.model_copy(update={"dataset_dir": str(dataset_dir)})
+    fixed = cfg.model_copy(update={"data": data, "workdir": str(cfg.workdir_path)})
+    return fixed.model_dump(mode="json", exclude={"base_dir"})
+
+
+def deployment_name(cfg: PipelineConfig, name: str | None) -> str:
+    return name or re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name)
+
+
+def require_server() -> str:
+    """Deployments live on a Prefect server that outlives this process: the temporary one would not."""
+    from prefect.settings import PREFECT_API_URL
+
+    from ftcore.doctor import check_prefect
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ServiceUnavailableError(
+            "deployments need a Prefect server that keeps running: start one (`prefect server start`, or "
+            "deploy/docker) and set PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    finding = check_prefect()[0]
+    if finding.level == "fail":
+        raise ServiceUnavailableError(f"{finding.detail}; {finding.fix}")
+    return url
+
+
+def ensure_process_pool(pool: str) -> None:
+    """Create `pool` as a process work pool when it does not exist (docker / kubernetes pools are
+    created by their own integrations: see deploy/README.md)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def ensure() -> None:
+        async with get_client() as client:
+            try:
+                await client.read_work_pool(pool)
+            except ObjectNotFound:
+                await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+
+    run_coro_as_sync(ensure())
+
+
+def deploy(
+    cfg: PipelineConfig,
+    flow: str = "finetune",
+    name: str | None = None,
+    cron: str | None = None,
+    interval: float | None = None,
+    pool: str = DEFAULT_POOL,
+    concurrency: int = 1,
+    collision: Collision = "enqueue",
+    paused: bool = False,
+) -> Deployed:
+    """Register `flow` for this config on the Prefect server; returns what `ft trigger` needs.
+
+    `concurrency` runs of this deployment at once (1: two trainings of one job never overlap); a run
+    that would exceed it waits (`enqueue`) or is cancelled (`cancel`).
+    """
+    from prefect import Flow
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    if flow not in ENTRYPOINTS:
+        raise ConfigError(
+            f"ft deploy --flow: '{flow}' is not a deployable flow; choose {', '.join(ENTRYPOINTS)}"
+        )
+    if cron and interval:
+        raise ConfigError("ft deploy: give --cron or --interval, not both")
+    require_server()
+    ensure_process_pool(pool)
+    deployment = deployment_name(cfg, name)
+    source = Flow.from_source(source=str(REPO_ROOT), entrypoint=ENTRYPOINTS[flow])
+    strategy = (
+        ConcurrencyLimitStrategy.ENQUEUE if collision == "enqueue" else ConcurrencyLimitStrategy.CANCEL_NEW
+    )
+    deployment_id = source.deploy(
+        name=deployment,
+        work_pool_name=pool,
+        cron=cron,
+        interval=interval,
+        paused=paused,
+        parameters={"config": deployable_config(cfg)},
+        concurrency_limit=ConcurrencyLimitConfig(limit=concurrency, collision_strategy=strategy),
+        tags=["ftflow", f"job:{cfg.name}", f"stage:{cfg.train.stage}", f"model:{cfg.model.name_or_path}"],
+        description=f"ftflow {flow} of job {cfg.name}",
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,  # Prefect's note that process pools need a worker: `ft deploy` prints it
+        # the config's own validation (pydantic, with field names) runs in the flow
+        enforce_parameter_schema=False,
+    )
+    schedule = f"cron {cron}" if cron else (f"every {interval:g} s" if interval else None)
+    return Deployed(id=str(deployment_id), name=f"{flow}/{deployment}", pool=pool, schedule=schedule)
+
+
+def deploy_file(path: str | Path, overrides: list[str] | None = None, **options: Any) -> Deployed:
+    """`deploy` for a YAML config file (what `ft deploy CFG key=value` runs)."""
+    return deploy(load_config(path, overrides), **options)
