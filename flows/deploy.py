@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,11 +100,13 @@ def deploy(
     concurrency: int = 1,
     collision: Collision = "enqueue",
     paused: bool = False,
+    start_at: datetime | None = None,
 ) -> Deployed:
     """Register `flow` for this config on the Prefect server; returns what `ft trigger` needs.
 
     `concurrency` runs of this deployment at once (1: two trainings of one job never overlap); a run
-    that would exceed it waits (`enqueue`) or is cancelled (`cancel`).
+    that would exceed it waits (`enqueue`) or is cancelled (`cancel`). `start_at` anchors an interval
+    schedule (its first run); cron schedules follow the clock.
     """
     from prefect import Flow
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -114,6 +117,8 @@ def deploy(
         )
     if cron and interval:
         raise ConfigError("ft deploy: give --cron or --interval, not both")
+    if start_at and not interval:
+        raise ConfigError("ft deploy --start-at: only an --interval schedule has a start")
     require_server()
     ensure_process_pool(pool)
     deployment = deployment_name(cfg, name)
@@ -121,11 +126,17 @@ def deploy(
     strategy = (
         ConcurrencyLimitStrategy.ENQUEUE if collision == "enqueue" else ConcurrencyLimitStrategy.CANCEL_NEW
     )
+    schedules = None
+    if interval and start_at:
+        from prefect.client.schemas.schedules import IntervalSchedule
+
+        schedules = [IntervalSchedule(interval=timedelta(seconds=interval), anchor_date=start_at)]
     deployment_id = source.deploy(
         name=deployment,
         work_pool_name=pool,
         cron=cron,
-        interval=interval,
+        interval=None if schedules else interval,
+        schedules=schedules,
         paused=paused,
         parameters={"config": deployable_config(cfg)},
         concurrency_limit=ConcurrencyLimitConfig(limit=concurrency, collision_strategy=strategy),
@@ -139,6 +150,8 @@ def deploy(
         enforce_parameter_schema=False,
     )
     schedule = f"cron {cron}" if cron else (f"every {interval:g} s" if interval else None)
+    if schedule and start_at:
+        schedule += f" from {start_at.isoformat()}"
     return Deployed(id=str(deployment_id), name=f"{flow}/{deployment}", pool=pool, schedule=schedule)
 
 

@@ -35,6 +35,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="a run while `concurrency` runs are active waits (enqueue) or is cancelled",
     )
     deploy.add_argument("--paused", action="store_true", help="register with the schedule paused")
+    deploy.add_argument(
+        "--start-at",
+        type=_iso_time,
+        help="first run of an --interval schedule (ISO time, e.g. 2026-12-01T03:00Z)",
+    )
 
     trigger = sub.add_parser("trigger", help=TRIGGER_HELP, description=TRIGGER_HELP)
     trigger.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. finetune/nightly")
@@ -43,6 +48,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--wait", action="store_true", help="wait for the run to end; exit 1 unless it completed"
     )
     trigger.add_argument("--timeout", type=float, default=None, help="with --wait: give up after N seconds")
+
+
+def _iso_time(text: str):  # -> datetime
+    from datetime import datetime, timezone
+
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -78,6 +93,7 @@ def _deploy(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         collision=args.on_busy,
         paused=args.paused,
+        start_at=args.start_at,
     )
     print(f"deployment {deployed.name} ({deployed.id}) on work pool {deployed.pool}")
     print(f"schedule: {deployed.schedule or 'none (trigger it)'}")
