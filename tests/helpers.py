@@ -64,7 +64,11 @@ def write_dataset(folder: Path, info: dict[str, Any], files: dict[str, object]) 
 
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop a server started in its own process group: SIGTERM, then SIGKILL after 20 s."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:  # the whole group has exited already
+        proc.wait()
+        return
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:

@@ -208,7 +208,8 @@ def test_scheduled_run_on_a_worker_with_postgres_backed_servers(tmp_path):
             }
             cfg_path, workdir = tmp_path / "nightly.yaml", tmp_path / "job"
             _job_config(cfg_path, workdir)
-            start_at = datetime.now(timezone.utc) + timedelta(seconds=20)
+            # ahead of the time `ft deploy` takes on a loaded machine (a slot in the past is skipped)
+            start_at = datetime.now(timezone.utc) + timedelta(seconds=120)
             deploy = subprocess.run(
                 [
                     sys.executable,
