@@ -14,7 +14,7 @@ from ftcore import steps
 from ftcore.data.template import get_template
 from ftcore.evaluate.generate import generate_answers
 from ftcore.evaluate.loss import eval_loss
-from ftcore.evaluate.metrics import exact_match, rouge_l, score
+from ftcore.evaluate.metrics import METRICS, exact_match
 from ftcore.modeling import load_model, load_tokenizer
 from tests.helpers import prepared_inputs, small_config
 
@@ -22,26 +22,6 @@ from tests.helpers import prepared_inputs, small_config
 def test_exact_match_normalizes_whitespace_only() -> None:
     assert exact_match(" HELLO  world ", "HELLO world") == 1.0
     assert exact_match("hello world", "HELLO world") == 0.0
-
-
-@pytest.mark.parametrize(
-    ("prediction", "reference", "expected"),
-    [
-        ("a b c d", "a b c d", 1.0),
-        ("a b x d", "a b c d", 0.75),  # LCS 3 of 4 both ways
-        ("a b", "a b c d", 2 * (1.0 * 0.5) / 1.5),  # precision 1, recall 0.5
-        ("x y", "a b", 0.0),
-        ("", "", 1.0),
-        ("", "a", 0.0),
-        ("你好世界", "你好", 2 * (0.5 * 1.0) / 1.5),  # no spaces: characters are the units
-    ],
-)
-def test_rouge_l(prediction: str, reference: str, expected: float) -> None:
-    assert rouge_l(prediction, reference) == pytest.approx(expected)
-
-
-def test_score_averages() -> None:
-    assert score(["a", "b"], ["a", "c"]) == {"exact_match": 0.5, "rouge_l": 0.5}
 
 
 def test_eval_loss_is_token_weighted_masked_cross_entropy(tiny_qwen2: Path) -> None:
@@ -142,9 +122,17 @@ def test_evaluate_stage_writes_metrics_and_samples(tmp_path: Path) -> None:
     model, data = prepared_inputs(cfg)
     result = steps.evaluate(cfg, model, data, None)
     metrics = result.metadata["metrics"]
-    assert set(metrics) == {"base/eval_loss", "base/perplexity", "base/exact_match", "base/rouge_l"}
-    samples = (Path(result.path) / "samples.jsonl").read_text().splitlines()
+    assert set(metrics) == {f"base/{name}" for name in ("eval_loss", "perplexity", *METRICS)}
+    samples = [json.loads(line) for line in (Path(result.path) / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4
+    for sample in samples:  # per-sample scores, whose means are the step's metrics
+        assert set(sample) == {"prompt", "reference", "base", "scores"}
+        assert set(sample["scores"]["base"]) == set(METRICS)
+    for name in METRICS:
+        mean = sum(s["scores"]["base"][name] for s in samples) / len(samples)
+        assert metrics[f"base/{name}"] == pytest.approx(mean)
+    report = (Path(result.path) / "comparison.md").read_text()
+    assert "| metric | better | base (builtin:tiny-qwen2) |" in report and "| rouge_l | higher |" in report
 
 
 # --- the chunked loss: equal to the full-logits loss, never the full logits of a batch ----------------
@@ -363,7 +351,7 @@ def test_base_model_is_scored_once_for_a_sweep(tmp_path: Path, monkeypatch: pyte
     assert (base_dir / "ftflow-manifest.json").stat().st_mtime_ns == first_mtime
     metrics = [r.metadata["metrics"] for r in results]
     bases = [{k: v for k, v in m.items() if k.startswith("base/")} for m in metrics]
-    assert bases[0] == bases[1] == bases[2] and len(bases[0]) == 4
+    assert bases[0] == bases[1] == bases[2] and len(bases[0]) == 2 + len(METRICS)
     assert len({m["tuned/eval_loss"] for m in metrics}) == 3
     samples = [(Path(r.path) / "samples.jsonl").read_text().splitlines() for r in results]
     for lines in zip(*samples, strict=True):
