@@ -287,6 +287,11 @@ def test_evaluate_keys_see_precision_and_share_base_scores(tmp_path: Path) -> No
     assert base_key(data=new_eval_split) != base
     assert base_key(model=model.model_copy(update={"fingerprint": "M2"})) != base
     assert base_key("eval.max_new_tokens=9") != base
+    assert base_key("eval.num_beams=2") != base and base_key("eval.do_sample=true") != base
+    assert base_key("eval.temperature=0.5", "eval.seed=7") == base, "greedy decoding ignores them"
+    sampled = base_key("eval.do_sample=true")
+    assert base_key("eval.do_sample=true", "eval.temperature=0.5") != sampled
+    assert base_key("eval.do_sample=true", "eval.seed=7") != sampled
     assert base_key("train.bf16=true") != base
 
     tuned = evaluate_key(cfg, model, data, trained)
@@ -383,3 +388,90 @@ def test_damaged_base_scores_are_made_again(tmp_path: Path) -> None:
     assert json.loads((base_dir / "answers.json").read_text()) == [
         json.loads(line)["base"] for line in (Path(first.path) / "samples.jsonl").read_text().splitlines()
     ]
+
+
+def test_sampled_generation_is_seeded_and_leaves_the_global_rng_alone(tiny_qwen2: Path) -> None:
+    from ftcore.config.sections import EvalConfig
+    from ftcore.evaluate.generate import generation_options
+
+    model, tokenizer = load_model(tiny_qwen2, dtype="float32", device="cpu"), load_tokenizer(tiny_qwen2)
+    template = get_template("qwen2")
+    rows = [
+        {"messages": [{"role": "user", "content": f"Count to {i}"}, {"role": "assistant", "content": ""}]}
+        for i in range(3)
+    ]
+    greedy_options = generation_options(EvalConfig())
+    assert greedy_options == {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
+    hot = generation_options(EvalConfig(do_sample=True, temperature=5.0, top_k=0, top_p=1.0))
+    assert hot["temperature"] == 5.0 and hot["top_k"] == 0
+
+    def answers(options, seed=None):
+        return generate_answers(model, tokenizer, template, rows, 12, 2, options=options, seed=seed)
+
+    greedy = answers(greedy_options)
+    assert answers(None) == greedy, "greedy is the default"
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = answers(hot, seed=1)
+    assert torch.equal(torch.get_rng_state(), state), "the caller's random state is not moved"
+    assert answers(hot, seed=1) == first, "the same seed samples the same answers"
+    assert first != greedy and answers(hot, seed=2) != first
+    beams = generation_options(EvalConfig(num_beams=2, repetition_penalty=1.3))
+    assert len(answers(beams)) == 3
+
+
+def _register_champion(cfg, data, tags: dict[str, str] | None = None) -> int:
+    """A version of registry.model_name in the job's sqlite store, scored on `data`'s eval set (its
+    recorded tags, as the register step writes them), with the `champion` alias on it."""
+    from ftcore import registry, tracking
+    from ftcore.steps.keys import eval_identity
+
+    client = tracking.get_client(tracking.resolve_tracking_uri(None, cfg.workdir_path))
+    registry.ensure_registered_model(client, cfg.registry.model_name)
+    identity = eval_identity(cfg, data)
+    recorded = {
+        registry.EVAL_FINGERPRINT_TAG: identity["eval_fingerprint"],
+        registry.EVAL_CONFIG_TAG: identity["eval_config"],
+        "metric.tuned/eval_loss": "0.5",
+        "metric.tuned/rouge_l": "0.75",
+        **(tags or {}),
+    }
+    version = client.create_model_version(
+        cfg.registry.model_name, source=str(cfg.workdir_path), tags=recorded
+    )
+    client.set_registered_model_alias(cfg.registry.model_name, registry.CHAMPION, version.version)
+    return int(version.version)
+
+
+def test_comparison_shows_base_champion_and_candidate_in_the_job_run(tmp_path: Path) -> None:
+    """A sqlite registry with a champion scored on the same eval set: comparison.md has three columns,
+    the champion's recorded numbers, and is the description of the job's MLflow run; a champion
+    scored on another eval set is named but its numbers are not shown."""
+    from ftcore import tracking
+    from ftcore.evaluate.compare import eval_report
+    from ftcore.steps.keys import eval_identity
+
+    cfg = small_config(tmp_path / "job", "train.max_steps=2", "eval.max_new_tokens=6")
+    model, data = prepared_inputs(cfg)
+    version = _register_champion(cfg, data)
+    trained = steps.train(cfg, model, data)
+    result = steps.evaluate(cfg, model, data, trained)
+    report = (Path(result.path) / "comparison.md").read_text()
+    header = "| metric | better | base (builtin:tiny-qwen2) | champion v1 | candidate (this job) |"
+    assert (
+        header in report
+        and f"champion ({cfg.registry.model_name}@champion) at evaluation time: v{version}" in report
+    )
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert "| **0.5** |" in rows["eval_loss"], "the champion's loss is the lowest"
+    assert "0.75" in rows["rouge_l"] and set(METRICS) <= set(rows)
+
+    client = tracking.get_client(tracking.resolve_tracking_uri(None, cfg.workdir_path))
+    run = client.get_run(trained.metadata["mlflow_run_id"])
+    assert run.data.tags["mlflow.note.content"] == report
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/comparison.md", "eval/samples.jsonl", "eval/metrics.json"} <= logged
+
+    _register_champion(cfg, data, {"ftflow.eval_fingerprint": "another-eval-set"})
+    other = eval_report(cfg, eval_identity(cfg, data), {"base": {"eval_loss": 2.0}}, 4)
+    assert "| eval_loss | lower | 2 | n/a |" in other and "champion v2: scored on another eval set" in other
