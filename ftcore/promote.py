@@ -21,7 +21,7 @@ from ftcore import registry, tracking
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.config.sections import GateRule
 from ftcore.errors import ConfigError, ModelNotAvailableError
-from ftcore.evaluate.compare import Column, comparison_table, tuned_scores
+from ftcore.evaluate.compare import Column, comparison_table, recorded_scores
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -110,9 +110,7 @@ def check_rule(rule: GateRule, candidate: float, reference: float) -> RuleCheck:
 
 def scores(version: ModelVersion, who: str) -> dict[str, float]:
     """The `who` ("tuned" or "base") metrics recorded on a version, by plain metric name."""
-    prefix = f"{who}/"
-    metrics = registry.metrics_from_tags(version.tags)
-    return {name[len(prefix) :]: value for name, value in metrics.items() if name.startswith(prefix)}
+    return recorded_scores(version.tags, who)
 
 
 def promote_version(
@@ -301,7 +299,7 @@ def _report(decision: Decision, candidate: ModelVersion, champion: ModelVersion 
         )
         note = "" if same_set else "scored on another eval set or settings: not comparable"
         columns.append(
-            Column(f"champion v{champion.version}", tuned_scores(champion.tags) if same_set else None, note)
+            Column(f"champion v{champion.version}", scores(champion, "tuned") if same_set else None, note)
         )
     columns.append(Column(f"candidate v{decision.version}", scores(candidate, "tuned")))
     table = comparison_table(columns)  # the same table as the evaluate step's comparison.md

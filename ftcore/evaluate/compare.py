@@ -65,13 +65,12 @@ def _cell(value: float | None, column: Column, best: float | None) -> str:
     return f"**{text}**" if best is not None and value == best else text
 
 
-def tuned_scores(tags: Mapping[str, str]) -> dict[str, float]:
-    """A registered version's own scores (its `metric.tuned/*` tags), by plain metric name."""
-    return {
-        name.removeprefix("tuned/"): value
-        for name, value in registry.metrics_from_tags(tags).items()
-        if name.startswith("tuned/")
-    }
+def recorded_scores(tags: Mapping[str, str], who: str = "tuned") -> dict[str, float]:
+    """Scores a registered version records, by plain metric name: its own (`metric.tuned/*` tags) or
+    its base model's (`who="base"`)."""
+    prefix = f"{who}/"
+    metrics = registry.metrics_from_tags(tags)
+    return {name.removeprefix(prefix): value for name, value in metrics.items() if name.startswith(prefix)}
 
 
 def champion_column(cfg: PipelineConfig, identity: Mapping[str, str]) -> Column | None:
@@ -106,7 +105,7 @@ def champion_column(cfg: PipelineConfig, identity: Mapping[str, str]) -> Column 
             mine = identity.get(key, "")[:12]
             note = f"scored on another {what} ({tag} {recorded}, this evaluation `{mine}`): not comparable"
             return Column(title, None, note)
-    return Column(title, tuned_scores(champion.tags), "scores recorded on the registered version")
+    return Column(title, recorded_scores(champion.tags), "scores recorded on the registered version")
 
 
 def eval_report(

@@ -63,6 +63,7 @@ class Step:
 def _steps() -> tuple[Step, ...]:
     from ftcore import steps
     from ftcore.steps import keys
+    from ftcore.steps.evaluate import COMPARISON
     from ftcore.steps.preprocess import resolve_template
     from ftcore.steps.register import assign_alias, is_registered
     from ftcore.tracking import resolve_tracking_uri
@@ -105,7 +106,7 @@ def _steps() -> tuple[Step, ...]:
             optional=frozenset({"trained"}),
             key=keys.evaluate_key,
             enabled=lambda cfg: cfg.eval.enabled,
-            markdown="comparison.md",
+            markdown=COMPARISON,
         ),
         Step("merge", steps.merge, "merged", ("model", "trained"), key=keys.merge_key),
         Step(
