@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from flows import env_cli, ops_cli, promote_cli
@@ -101,6 +102,9 @@ def _print_artifacts(artifacts: dict[str, Any]) -> None:
     evaluation = artifacts.get("eval")
     if evaluation is not None:
         print(json.dumps(evaluation.metadata.get("metrics", {}), indent=2, sort_keys=True))
+        comparison = Path(evaluation.path) / "comparison.md"  # base / champion / candidate
+        if comparison.is_file():
+            print(comparison.read_text(encoding="utf-8"))
 
 
 def _quiet_libraries() -> None:

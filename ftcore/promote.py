@@ -21,6 +21,7 @@ from ftcore import registry, tracking
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.config.sections import GateRule
 from ftcore.errors import ConfigError, ModelNotAvailableError
+from ftcore.evaluate.compare import Column, comparison_table, recorded_scores
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -109,9 +110,7 @@ def check_rule(rule: GateRule, candidate: float, reference: float) -> RuleCheck:
 
 def scores(version: ModelVersion, who: str) -> dict[str, float]:
     """The `who` ("tuned" or "base") metrics recorded on a version, by plain metric name."""
-    prefix = f"{who}/"
-    metrics = registry.metrics_from_tags(version.tags)
-    return {name[len(prefix) :]: value for name, value in metrics.items() if name.startswith(prefix)}
+    return recorded_scores(version.tags, who)
 
 
 def promote_version(
@@ -292,17 +291,20 @@ def _report(decision: Decision, candidate: ModelVersion, champion: ModelVersion 
                 f"{c.improvement * scale:+.4g}{unit} | {c.required * scale:+.4g}{unit} | "
                 f"{'pass' if c.passed else 'FAIL'} |"
             )
-    columns = [("base", scores(candidate, "base"))]
+    columns = [Column("base", scores(candidate, "base"))]
     if champion is not None and int(champion.version) != decision.version:
-        columns.append((f"champion v{champion.version}", scores(champion, "tuned")))
-    columns.append((f"candidate v{decision.version}", scores(candidate, "tuned")))
-    names = sorted({name for _, values in columns for name in values})
-    if names:
-        lines += ["", "| metric | " + " | ".join(title for title, _ in columns) + " |"]
-        lines.append("|---|" + "---|" * len(columns))
-        for metric in names:
-            cells = [f"{values[metric]:.6g}" if metric in values else "" for _, values in columns]
-            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        same_set = all(
+            champion.tags.get(tag) == candidate.tags.get(tag)
+            for tag in (registry.EVAL_FINGERPRINT_TAG, registry.EVAL_CONFIG_TAG)
+        )
+        note = "" if same_set else "scored on another eval set or settings: not comparable"
+        columns.append(
+            Column(f"champion v{champion.version}", scores(champion, "tuned") if same_set else None, note)
+        )
+    columns.append(Column(f"candidate v{decision.version}", scores(candidate, "tuned")))
+    table = comparison_table(columns)  # the same table as the evaluate step's comparison.md
+    if table:
+        lines += ["", table.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,7 @@ STEP_VERSIONS: dict[str, int] = {
     "fetch_dataset": 1,
     "preprocess": 2,
     "train": 2,
-    "evaluate": 3,
+    "evaluate": 4,
     "merge": 2,
     "register": 3,
 }

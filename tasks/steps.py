@@ -4,6 +4,8 @@ ftcore function and returns its artifact manifest. A new step in the table is a 
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
@@ -20,7 +22,10 @@ def step_task(step: Step) -> Task:
 
     def body(cfg: PipelineConfig, *inputs: Artifact | None) -> Artifact:
         with ftcore_logs():
-            return step.run(cfg, *inputs)
+            artifact = step.run(cfg, *inputs)
+        if step.markdown:
+            publish_markdown(cfg, step, artifact)
+        return artifact
 
     params = [inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=PipelineConfig)]
     params += [
@@ -44,6 +49,25 @@ def step_task(step: Step) -> Task:
             cache_key_fn=cache_key(step.name, step.key), persist_result=True, result_serializer="json"
         )
     return task(**options)(body)
+
+
+def markdown_key(cfg: PipelineConfig, step: Step) -> str:
+    """The Prefect artifact key of a step's markdown: job and step name, as Prefect's keys allow."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-{step.name}".lower()).strip("-")
+
+
+def publish_markdown(cfg: PipelineConfig, step: Step, artifact: Artifact) -> None:
+    """Show the step's markdown file (Step.markdown) in the Prefect UI, under markdown_key."""
+    from prefect.artifacts import create_markdown_artifact
+
+    path = Path(artifact.path) / str(step.markdown)
+    if not path.is_file():
+        return
+    create_markdown_artifact(
+        markdown=path.read_text(encoding="utf-8"),
+        key=markdown_key(cfg, step),
+        description=f"{step.name} of {cfg.name}: {path.name}",
+    )
 
 
 TASKS: dict[str, Task] = {step.name: step_task(step) for step in steps()}

@@ -14,7 +14,7 @@ from ftcore import steps
 from ftcore.data.template import get_template
 from ftcore.evaluate.generate import generate_answers
 from ftcore.evaluate.loss import eval_loss
-from ftcore.evaluate.metrics import exact_match, rouge_l, score
+from ftcore.evaluate.metrics import METRICS, exact_match
 from ftcore.modeling import load_model, load_tokenizer
 from tests.helpers import prepared_inputs, small_config
 
@@ -22,26 +22,6 @@ from tests.helpers import prepared_inputs, small_config
 def test_exact_match_normalizes_whitespace_only() -> None:
     assert exact_match(" HELLO  world ", "HELLO world") == 1.0
     assert exact_match("hello world", "HELLO world") == 0.0
-
-
-@pytest.mark.parametrize(
-    ("prediction", "reference", "expected"),
-    [
-        ("a b c d", "a b c d", 1.0),
-        ("a b x d", "a b c d", 0.75),  # LCS 3 of 4 both ways
-        ("a b", "a b c d", 2 * (1.0 * 0.5) / 1.5),  # precision 1, recall 0.5
-        ("x y", "a b", 0.0),
-        ("", "", 1.0),
-        ("", "a", 0.0),
-        ("你好世界", "你好", 2 * (0.5 * 1.0) / 1.5),  # no spaces: characters are the units
-    ],
-)
-def test_rouge_l(prediction: str, reference: str, expected: float) -> None:
-    assert rouge_l(prediction, reference) == pytest.approx(expected)
-
-
-def test_score_averages() -> None:
-    assert score(["a", "b"], ["a", "c"]) == {"exact_match": 0.5, "rouge_l": 0.5}
 
 
 def test_eval_loss_is_token_weighted_masked_cross_entropy(tiny_qwen2: Path) -> None:
@@ -142,9 +122,17 @@ def test_evaluate_stage_writes_metrics_and_samples(tmp_path: Path) -> None:
     model, data = prepared_inputs(cfg)
     result = steps.evaluate(cfg, model, data, None)
     metrics = result.metadata["metrics"]
-    assert set(metrics) == {"base/eval_loss", "base/perplexity", "base/exact_match", "base/rouge_l"}
-    samples = (Path(result.path) / "samples.jsonl").read_text().splitlines()
+    assert set(metrics) == {f"base/{name}" for name in ("eval_loss", "perplexity", *METRICS)}
+    samples = [json.loads(line) for line in (Path(result.path) / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4
+    for sample in samples:  # per-sample scores, whose means are the step's metrics
+        assert set(sample) == {"prompt", "reference", "base", "scores"}
+        assert set(sample["scores"]["base"]) == set(METRICS)
+    for name in METRICS:
+        mean = sum(s["scores"]["base"][name] for s in samples) / len(samples)
+        assert metrics[f"base/{name}"] == pytest.approx(mean)
+    report = (Path(result.path) / "comparison.md").read_text()
+    assert "| metric | better | base (builtin:tiny-qwen2) |" in report and "| rouge_l | higher |" in report
 
 
 # --- the chunked loss: equal to the full-logits loss, never the full logits of a batch ----------------
@@ -299,6 +287,11 @@ def test_evaluate_keys_see_precision_and_share_base_scores(tmp_path: Path) -> No
     assert base_key(data=new_eval_split) != base
     assert base_key(model=model.model_copy(update={"fingerprint": "M2"})) != base
     assert base_key("eval.max_new_tokens=9") != base
+    assert base_key("eval.num_beams=2") != base and base_key("eval.do_sample=true") != base
+    assert base_key("eval.temperature=0.5", "eval.seed=7") == base, "greedy decoding ignores them"
+    sampled = base_key("eval.do_sample=true")
+    assert base_key("eval.do_sample=true", "eval.temperature=0.5") != sampled
+    assert base_key("eval.do_sample=true", "eval.seed=7") != sampled
     assert base_key("train.bf16=true") != base
 
     tuned = evaluate_key(cfg, model, data, trained)
@@ -363,7 +356,7 @@ def test_base_model_is_scored_once_for_a_sweep(tmp_path: Path, monkeypatch: pyte
     assert (base_dir / "ftflow-manifest.json").stat().st_mtime_ns == first_mtime
     metrics = [r.metadata["metrics"] for r in results]
     bases = [{k: v for k, v in m.items() if k.startswith("base/")} for m in metrics]
-    assert bases[0] == bases[1] == bases[2] and len(bases[0]) == 4
+    assert bases[0] == bases[1] == bases[2] and len(bases[0]) == 2 + len(METRICS)
     assert len({m["tuned/eval_loss"] for m in metrics}) == 3
     samples = [(Path(r.path) / "samples.jsonl").read_text().splitlines() for r in results]
     for lines in zip(*samples, strict=True):
@@ -395,3 +388,90 @@ def test_damaged_base_scores_are_made_again(tmp_path: Path) -> None:
     assert json.loads((base_dir / "answers.json").read_text()) == [
         json.loads(line)["base"] for line in (Path(first.path) / "samples.jsonl").read_text().splitlines()
     ]
+
+
+def test_sampled_generation_is_seeded_and_leaves_the_global_rng_alone(tiny_qwen2: Path) -> None:
+    from ftcore.config.sections import EvalConfig
+    from ftcore.evaluate.generate import generation_options
+
+    model, tokenizer = load_model(tiny_qwen2, dtype="float32", device="cpu"), load_tokenizer(tiny_qwen2)
+    template = get_template("qwen2")
+    rows = [
+        {"messages": [{"role": "user", "content": f"Count to {i}"}, {"role": "assistant", "content": ""}]}
+        for i in range(3)
+    ]
+    greedy_options = generation_options(EvalConfig())
+    assert greedy_options == {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
+    hot = generation_options(EvalConfig(do_sample=True, temperature=5.0, top_k=0, top_p=1.0))
+    assert hot["temperature"] == 5.0 and hot["top_k"] == 0
+
+    def answers(options, seed=None):
+        return generate_answers(model, tokenizer, template, rows, 12, 2, options=options, seed=seed)
+
+    greedy = answers(greedy_options)
+    assert answers(None) == greedy, "greedy is the default"
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = answers(hot, seed=1)
+    assert torch.equal(torch.get_rng_state(), state), "the caller's random state is not moved"
+    assert answers(hot, seed=1) == first, "the same seed samples the same answers"
+    assert first != greedy and answers(hot, seed=2) != first
+    beams = generation_options(EvalConfig(num_beams=2, repetition_penalty=1.3))
+    assert len(answers(beams)) == 3
+
+
+def _register_champion(cfg, data, tags: dict[str, str] | None = None) -> int:
+    """A version of registry.model_name in the job's sqlite store, scored on `data`'s eval set (its
+    recorded tags, as the register step writes them), with the `champion` alias on it."""
+    from ftcore import registry, tracking
+    from ftcore.steps.keys import eval_identity
+
+    client = tracking.get_client(tracking.resolve_tracking_uri(None, cfg.workdir_path))
+    registry.ensure_registered_model(client, cfg.registry.model_name)
+    identity = eval_identity(cfg, data)
+    recorded = {
+        registry.EVAL_FINGERPRINT_TAG: identity["eval_fingerprint"],
+        registry.EVAL_CONFIG_TAG: identity["eval_config"],
+        "metric.tuned/eval_loss": "0.5",
+        "metric.tuned/rouge_l": "0.75",
+        **(tags or {}),
+    }
+    version = client.create_model_version(
+        cfg.registry.model_name, source=str(cfg.workdir_path), tags=recorded
+    )
+    client.set_registered_model_alias(cfg.registry.model_name, registry.CHAMPION, version.version)
+    return int(version.version)
+
+
+def test_comparison_shows_base_champion_and_candidate_in_the_job_run(tmp_path: Path) -> None:
+    """A sqlite registry with a champion scored on the same eval set: comparison.md has three columns,
+    the champion's recorded numbers, and is the description of the job's MLflow run; a champion
+    scored on another eval set is named but its numbers are not shown."""
+    from ftcore import tracking
+    from ftcore.evaluate.compare import eval_report
+    from ftcore.steps.keys import eval_identity
+
+    cfg = small_config(tmp_path / "job", "train.max_steps=2", "eval.max_new_tokens=6")
+    model, data = prepared_inputs(cfg)
+    version = _register_champion(cfg, data)
+    trained = steps.train(cfg, model, data)
+    result = steps.evaluate(cfg, model, data, trained)
+    report = (Path(result.path) / "comparison.md").read_text()
+    header = "| metric | better | base (builtin:tiny-qwen2) | champion v1 | candidate (this job) |"
+    assert (
+        header in report
+        and f"champion ({cfg.registry.model_name}@champion) at evaluation time: v{version}" in report
+    )
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert "| **0.5** |" in rows["eval_loss"], "the champion's loss is the lowest"
+    assert "0.75" in rows["rouge_l"] and set(METRICS) <= set(rows)
+
+    client = tracking.get_client(tracking.resolve_tracking_uri(None, cfg.workdir_path))
+    run = client.get_run(trained.metadata["mlflow_run_id"])
+    assert run.data.tags["mlflow.note.content"] == report
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/comparison.md", "eval/samples.jsonl", "eval/metrics.json"} <= logged
+
+    _register_champion(cfg, data, {"ftflow.eval_fingerprint": "another-eval-set"})
+    other = eval_report(cfg, eval_identity(cfg, data), {"base": {"eval_loss": 2.0}}, 4)
+    assert "| eval_loss | lower | 2 | n/a |" in other and "champion v2: scored on another eval set" in other

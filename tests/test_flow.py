@@ -40,6 +40,9 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
 
     summary = _ui_summary("test-job-summary")
     assert "| train | Completed |" in summary and "tuned/eval_loss" in summary
+    comparison = _ui_summary("test-job-evaluate")  # the evaluate step's comparison.md (Step.markdown)
+    assert "| metric | better | base (builtin:tiny-qwen2) | candidate (this job) |" in comparison
+    assert comparison == Path(first["artifacts"]["eval"]["path"], "comparison.md").read_text()
 
     second = finetune(cfg)
     # every step from cache; moving the alias is an action, done again on every run

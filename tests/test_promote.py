@@ -247,3 +247,30 @@ def test_finetune_flow_ends_with_the_gate_and_the_promote_flow_reports(tmp_path:
         key = ArtifactFilterKey(any_=["test-model-promotion"])
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
     assert found and "# Promotion of test-model version 1: already champion" in found[-1].data
+
+
+def test_promotion_report_has_the_evaluation_comparison_table(tmp_path: Path) -> None:
+    """The report's score table is the evaluate step's (comparison_table): base, champion, candidate,
+    better value in bold; a champion scored on another eval set is shown as not comparable. Versions
+    are made in a real sqlite registry with the tags the register step writes (no model needed)."""
+    cfg = small_config(tmp_path / "job")
+    client = _client(cfg)
+    registry.ensure_registered_model(client, "test-model")
+
+    def version(loss: float, fingerprint: str = "E") -> str:
+        tags = {registry.EVAL_FINGERPRINT_TAG: fingerprint, registry.EVAL_CONFIG_TAG: "C"}
+        tags |= {"metric.tuned/eval_loss": str(loss), "metric.base/eval_loss": "3.0"}
+        return client.create_model_version("test-model", source=str(tmp_path), tags=tags).version
+
+    client.set_registered_model_alias("test-model", registry.CHAMPION, version(2.0))
+    client.set_registered_model_alias("test-model", "candidate", version(1.5))
+    decision = promote_version(cfg)
+    assert decision.result == PASSED, decision.reason
+    assert "| metric | better | base | champion v1 | candidate v2 |" in decision.report
+    assert "| eval_loss | lower | 3 | 2 | **1.5** |" in decision.report
+
+    client.set_registered_model_alias("test-model", "candidate", version(1.0, fingerprint="other"))
+    refused = promote_version(cfg)
+    assert refused.result == REFUSED
+    assert "| eval_loss | lower | 3 | n/a | **1** |" in refused.report
+    assert "- champion v2: scored on another eval set or settings: not comparable" in refused.report

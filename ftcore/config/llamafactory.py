@@ -58,6 +58,12 @@ KEY_MAP: dict[str, str] = {
     "resume_from_checkpoint": "train.resume_from_checkpoint",
     "export_dir": "export.export_dir",
     "max_new_tokens": "eval.max_new_tokens",
+    "do_sample": "eval.do_sample",
+    "temperature": "eval.temperature",
+    "top_p": "eval.top_p",
+    "top_k": "eval.top_k",
+    "num_beams": "eval.num_beams",
+    "repetition_penalty": "eval.repetition_penalty",
 }
 
 # Keys that steer LLaMA-Factory's own machinery and have no effect here: accepted, reported.

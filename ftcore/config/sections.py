@@ -152,9 +152,20 @@ class EvalConfig(Section):
     )
     max_samples: int | None = Field(64, gt=0, description="Evaluate on at most this many held-out rows.")
     generation_samples: int = Field(
-        16, ge=0, description="Held-out prompts to generate answers for (scored by exact match and ROUGE-L)."
+        16, ge=0, description="Held-out prompts to answer, scored by BLEU-4, ROUGE-1/2/L and exact match."
     )
     max_new_tokens: int = Field(32, gt=0, description="Generation length limit.")
+    do_sample: bool = Field(
+        False, description="Sample answers (temperature / top_p / top_k apply) instead of greedy decoding."
+    )
+    temperature: float = Field(0.95, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(0.7, gt=0, le=1, description="Nucleus sampling: keep this much probability mass.")
+    top_k: int = Field(50, ge=0, description="Sample among the k likeliest tokens (0: no limit).")
+    num_beams: int = Field(1, ge=1, description="Beam search width (1: no beam search).")
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="Penalty on tokens already generated (1.0: none)."
+    )
+    seed: int = Field(42, description="Random seed of sampled generation, so a sampled eval is repeatable.")
 
 
 class ExportConfig(Section):

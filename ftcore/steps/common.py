@@ -101,5 +101,9 @@ class JobRun:
     def artifacts(self, local_dir: Path, artifact_path: str) -> None:
         tracking.log_artifacts(self.client, self.run_id, local_dir, artifact_path)
 
+    def describe(self, markdown: str) -> None:
+        """The run's description (`mlflow.note.content`), which the MLflow UI renders as markdown."""
+        self.client.set_tag(self.run_id, "mlflow.note.content", markdown)
+
     def finish(self, status: str = "FINISHED") -> None:
         tracking.end_run(self.client, self.run_id, status)

@@ -16,10 +16,13 @@ from typing import Any
 from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, read_manifest, write_manifest
 from ftcore.builtin import ftflow_home
 from ftcore.config.pipeline import PipelineConfig
+from ftcore.evaluate.compare import eval_report
 from ftcore.steps.common import JobRun, reuse, step_dir
 from ftcore.steps.keys import eval_dtype, eval_identity, evaluate_base_key, evaluate_key
 
 log = logging.getLogger("ftcore.steps")
+
+COMPARISON = "comparison.md"  # the step's markdown (Step.markdown): shown in MLflow and the Prefect UI
 
 
 @dataclass
@@ -33,7 +36,8 @@ class _EvalData:
 
 
 def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Artifact | None) -> Artifact:
-    """Score base (if compare_base) and fine-tuned model; metrics.json + samples.jsonl + MLflow."""
+    """Score base (if compare_base) and fine-tuned model; metrics.json, samples.jsonl (answers and
+    per-sample scores), comparison.md (base / champion / candidate), all logged to the job's MLflow run."""
     key = evaluate_key(cfg, model, data, trained)
     out = step_dir(cfg, "eval", key)
     done = reuse(out, key, "evaluate")
@@ -75,21 +79,19 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
     }
     for name, value in sorted(metrics.items()):
         log.info("[evaluate] %s = %.4f", name, value)
+    identity = eval_identity(cfg, data)
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        with (tmp / "samples.jsonl").open("w", encoding="utf-8") as handle:
-            for i, row in enumerate(eval_data.rows):
-                sample = {
-                    "prompt": row["messages"][-2]["content"],
-                    "reference": row["messages"][-1]["content"],
-                }
-                sample.update({who: res["answers"][i] for who, res in results.items()})
-                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        _write_samples(tmp / "samples.jsonl", eval_data.rows, results)
+        scores = {who: res["metrics"] for who, res in results.items()}
+        report = eval_report(cfg, identity, scores, len(eval_data.rows))
+        (tmp / COMPARISON).write_text(report, encoding="utf-8")
         run_id = trained.metadata.get("mlflow_run_id") if trained else None
         if run_id:
             job = JobRun(cfg, run_id)
             job.metrics({f"eval/{k}": v for k, v in metrics.items()})
             job.artifacts(tmp, "eval")
+            job.describe(report)
         artifact = Artifact(
             kind="eval",
             path=str(out),
@@ -101,7 +103,7 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
                 "dtype": dtype,
                 "base_scores": results["base"].get("path") if "base" in results else None,
                 "mlflow_run_id": run_id,
-                **eval_identity(cfg, data),  # registered as lineage: promotion compares like with like
+                **identity,  # registered as lineage: promotion compares like with like
             },
         )
         write_manifest(tmp, artifact)
@@ -123,7 +125,7 @@ def _load_eval_data(cfg: PipelineConfig, data: Artifact, pad_token_id: int) -> _
 
 def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineConfig) -> dict:
     """Loss / perplexity on the tokenized split and answers to the first generation_samples rows."""
-    from ftcore.evaluate.generate import generate_answers
+    from ftcore.evaluate.generate import generate_answers, generation_options
     from ftcore.evaluate.loss import eval_loss
     from ftcore.evaluate.metrics import score
     from ftcore.evaluate.progress import Progress
@@ -147,10 +149,32 @@ def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineC
     if data.rows:
         progress = Progress(log, f"[evaluate] {who}: generating")
         answers = generate_answers(
-            model, tokenizer, data.template, data.rows, cfg.eval.max_new_tokens, size, progress=progress
+            model,
+            tokenizer,
+            data.template,
+            data.rows,
+            cfg.eval.max_new_tokens,
+            size,
+            progress=progress,
+            options=generation_options(cfg.eval),
+            seed=cfg.eval.seed if cfg.eval.do_sample else None,
         )
     metrics.update(score(answers, [row["messages"][-1]["content"] for row in data.rows]))
     return {"metrics": metrics, "answers": answers}
+
+
+def _write_samples(path: Path, rows: list[dict], results: dict[str, dict]) -> None:
+    """One JSON line per generated answer: prompt, reference, each model's answer and its scores."""
+    from ftcore.evaluate.metrics import per_sample
+
+    references = [row["messages"][-1]["content"] for row in rows]
+    scores = {who: per_sample(res["answers"], references) for who, res in results.items()}
+    with path.open("w", encoding="utf-8") as handle:
+        for i, row in enumerate(rows):
+            sample: dict[str, Any] = {"prompt": row["messages"][-2]["content"], "reference": references[i]}
+            sample.update({who: res["answers"][i] for who, res in results.items()})
+            sample["scores"] = {who: values[i] for who, values in scores.items()}
+            handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
 
 
 def _cached_base(directory: Path, key: str) -> dict | None:

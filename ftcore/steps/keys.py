@@ -154,10 +154,15 @@ def eval_dtype(cfg: PipelineConfig) -> str:
     return "bfloat16" if resolve_bf16(cfg.train) else "float32"
 
 
+# eval fields that only sampling reads: greedy decoding is keyed without them
+EVAL_SAMPLING_ONLY = {"temperature", "top_p", "top_k", "seed"}
+
+
 def _eval_inputs(cfg: PipelineConfig, data: Artifact) -> dict:
     """What every score of a model on the eval split depends on, besides the model."""
+    unused = set() if cfg.eval.do_sample else EVAL_SAMPLING_ONLY
     return {
-        "eval": section(cfg.eval, {"enabled", "compare_base"}),
+        "eval": section(cfg.eval, {"enabled", "compare_base"} | unused),
         "dtype": eval_dtype(cfg),
         "template": data.metadata.get("template"),
     }

@@ -46,6 +46,8 @@ class Step:
     missing_hint: str = ""
     # whether a cached result still exists (files on disk, a version in the registry)
     present: Callable[[PipelineConfig, Artifact], bool] = _present
+    # a markdown file in the step's output folder (e.g. the eval comparison) shown in the Prefect UI
+    markdown: str | None = None
 
     def args(self, outputs: dict[str, Artifact | None]) -> list[Artifact | None]:
         """This step's inputs from the outputs so far, in order; a missing required one is an error."""
@@ -61,6 +63,7 @@ class Step:
 def _steps() -> tuple[Step, ...]:
     from ftcore import steps
     from ftcore.steps import keys
+    from ftcore.steps.evaluate import COMPARISON
     from ftcore.steps.preprocess import resolve_template
     from ftcore.steps.register import assign_alias, is_registered
     from ftcore.tracking import resolve_tracking_uri
@@ -103,6 +106,7 @@ def _steps() -> tuple[Step, ...]:
             optional=frozenset({"trained"}),
             key=keys.evaluate_key,
             enabled=lambda cfg: cfg.eval.enabled,
+            markdown=COMPARISON,
         ),
         Step("merge", steps.merge, "merged", ("model", "trained"), key=keys.merge_key),
         Step(
