@@ -112,6 +112,27 @@ def test_ftflow_mc_served_equals_in_process(server: dict, monkeypatch: pytest.Mo
         benchmarks.endpoint_lm(server["url"], None, server["model"], 4)
 
 
+def test_evaluate_step_against_an_endpoint_is_never_cached(
+    server: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eval.endpoint: the step's benchmarks run against the server (served/...), not in process, and
+    again on every call, since the model behind a URL can change."""
+    monkeypatch.setenv(benchmarks.API_KEY_ENV, KEY)
+    cfg = small_config(
+        tmp_path,
+        model={"name_or_path": "builtin:tiny-llama"},
+        eval={"tasks": ["ftflow_mc"], "benchmark_limit": 4, "endpoint": server["url"]},
+    )
+    model, data = prepared_inputs(cfg)
+    first = steps.evaluate(cfg, model, data, None)
+    assert 0.0 <= first.metadata["metrics"]["served/ftflow_mc_acc"] <= 1.0
+    assert "base/ftflow_mc_acc" not in first.metadata["metrics"]
+    saved = json.loads((Path(first.path) / "benchmarks.json").read_text(encoding="utf-8"))
+    assert saved["served"]["n-samples"]["ftflow_mc"]["effective"] == 4
+    again = steps.evaluate(cfg, model, data, None)
+    assert again.path != first.path and again.metadata["key"] != first.metadata["key"]
+
+
 def test_evaluate_step_benchmarks_base_and_tuned(tmp_path: Path) -> None:
     """ftflow_mc (and its Chinese part) in the evaluate step for base and the LoRA-tuned model: scores
     in the metrics, lm-eval's results in benchmarks.json, both logged to the job's MLflow run."""

@@ -181,6 +181,8 @@ def run(lm: Any, names: list[str], num_fewshot: int | None, limit: int | None) -
     """lm-eval's simple_evaluate on `names`: {"metrics": {task_metric: value}, "results": JSON}."""
     from lm_eval import simple_evaluate
 
+    # lm-eval warns about what ftflow does on purpose (a model object, custom task loaders)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:
         raw = simple_evaluate(
             model=lm,
