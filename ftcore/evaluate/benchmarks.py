@@ -226,11 +226,13 @@ def in_process(who: str, model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]
     return run(lm, ev.tasks, ev.num_fewshot, ev.benchmark_limit)
 
 
-def served(cfg: Any, tokenizer_path: str | Path) -> dict[str, Any] | None:
-    """The benchmarks against eval.endpoint (None when not asked), scored as `served/...`."""
+def served(cfg: Any, tuned: list[str], base: str | Path) -> dict[str, Any] | None:
+    """The benchmarks against eval.endpoint (None when not asked), scored as `served/...`. lm-eval
+    tokenizes locally: the tuned folder's tokenizer when it has one (an adapter may not), else the base's."""
     ev = cfg.eval
     if not ev.tasks or not ev.endpoint:
         return None
+    tokenizer_path = next((p for p in tuned if (Path(p) / "tokenizer_config.json").is_file()), base)
     log.info("[evaluate] served: benchmarks %s against %s", ", ".join(ev.tasks), ev.endpoint)
     lm = endpoint_lm(ev.endpoint, ev.endpoint_model, tokenizer_path, ev.benchmark_batch_size)
     return run(lm, ev.tasks, ev.num_fewshot, ev.benchmark_limit)

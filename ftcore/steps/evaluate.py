@@ -71,7 +71,7 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
             tuned = load_model(trained.path, trust, dtype=dtype)
             tokenizer = load_tokenizer(trained.path, trust)
         results["tuned"] = _score("tuned", tuned, tokenizer, eval_data, cfg)
-    served = benchmarks.served(cfg, trained.path if trained else model.path)
+    served = benchmarks.served(cfg, [trained.path] if trained else [], model.path)
 
     metrics = {
         f"{who}/{name}": value for who, res in results.items() for name, value in res["metrics"].items()
