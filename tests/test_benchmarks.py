@@ -159,9 +159,14 @@ def test_evaluate_step_benchmarks_base_and_tuned(tmp_path: Path) -> None:
     assert "eval/benchmarks.json" in logged
 
 
-def test_unknown_task_is_a_config_error() -> None:
+def test_unknown_task_is_a_config_error(tmp_path: Path) -> None:
+    """Named by the preflight, before any data is parsed or model loaded."""
+    from ftcore.steps.local import preflight
+
     with pytest.raises(ConfigError, match=r"eval\.tasks: unknown lm-eval task\(s\) no_such_benchmark"):
         benchmarks.check_tasks(["ftflow_mc", "no_such_benchmark"])
+    with pytest.raises(ConfigError, match=r"eval\.tasks: unknown lm-eval task\(s\) mmlu_typo"):
+        preflight(small_config(tmp_path, "eval.tasks=ftflow_mc,mmlu_typo"))
 
 
 def test_hub_task_offline_names_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
