@@ -44,7 +44,14 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
     ),
-    "evaluate": ("ftcore/steps/evaluate.py", "ftcore/evaluate/*.py", "ftcore/modeling.py"),
+    "evaluate": (
+        "ftcore/steps/evaluate.py",
+        "ftcore/evaluate/*.py",
+        "ftcore/evaluate/tasks/*/*.yaml",  # ftflow's own benchmark tasks: YAML, loader, questions
+        "ftcore/evaluate/tasks/*/*.py",
+        "ftcore/evaluate/tasks/*/*.jsonl",
+        "ftcore/modeling.py",
+    ),
     "merge": ("ftcore/steps/merge.py", "ftcore/export/*.py"),
     "register": ("ftcore/steps/register.py", "ftcore/registry.py"),
 }

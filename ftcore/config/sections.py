@@ -166,6 +166,27 @@ class EvalConfig(Section):
         1.0, gt=0, description="Penalty on tokens already generated (1.0: none)."
     )
     seed: int = Field(42, description="Random seed of sampled generation, so a sampled eval is repeatable.")
+    tasks: NameList = Field(
+        default_factory=list,
+        description="lm-evaluation-harness benchmarks (ftflow_mc, ftflow_mc_zh offline; mmlu, cmmlu, "
+        "ceval-valid, ... need the Hugging Face Hub or its datasets cache). Scores: <who>/<task>_<metric>.",
+    )
+    num_fewshot: int | None = Field(
+        None, ge=0, description="Few-shot examples per benchmark question (None: each task's default)."
+    )
+    benchmark_limit: int | None = Field(
+        None, gt=0, description="Score at most this many questions per benchmark task (for CPU runs)."
+    )
+    benchmark_batch_size: int = Field(8, gt=0, description="Benchmark requests per forward pass.")
+    endpoint: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) to run the "
+        "benchmarks against instead of the in-process model; its key is read from FTFLOW_API_KEY. "
+        "A served model can change behind its URL, so such evaluations are never cached.",
+    )
+    endpoint_model: str | None = Field(
+        None, description="The served model name to benchmark at eval.endpoint (default: its first model)."
+    )
 
 
 class ExportConfig(Section):

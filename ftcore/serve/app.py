@@ -38,7 +38,10 @@ class _Request(BaseModel):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str] | list[int]
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0, description="0 with echo: score the prompt only")
+    logprobs: int | None = Field(None, ge=0, le=20, description="top tokens per position (OpenAI legacy)")
+    echo: bool = False
 
 
 class ChatMessage(BaseModel):
@@ -206,18 +209,52 @@ def create_app(backend: Any, api_key: str | None = None) -> Any:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         req = await parse(request, CompletionRequest)
-        prompt = req.prompt
-        if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
-            ids = list(prompt)
-        elif isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise RequestError("prompt: one prompt per request (a string)", param="prompt")
-            ids = backend.text_prompt(prompt[0])
-        else:
-            ids = backend.text_prompt(prompt)
-        if not ids:
-            raise RequestError("prompt: empty", param="prompt")
-        return await answer(req, ids, 16, chat=False)  # OpenAI's default max_tokens for completions
+        prompts = _prompts(req.prompt, backend)
+        if len(prompts) == 1 and not (req.echo or req.logprobs is not None or req.max_tokens == 0):
+            return await answer(req, prompts[0][1], 16, chat=False)  # OpenAI's default max_tokens
+        if req.stream:
+            message = "stream: not with several prompts, echo, logprobs or max_tokens 0"
+            raise RequestError(message, param="stream")
+        return await scored(req, prompts)
+
+    async def scored(req: CompletionRequest, prompts: list[tuple[str | None, list[int]]]) -> dict[str, Any]:
+        """Completions with OpenAI's legacy `echo` and `logprobs` (lm-eval's loglikelihood requests),
+        one choice per prompt; max_tokens 0 scores the prompt without generating."""
+        choices, used, names = [], [0, 0], backend.model_names()
+        model = req.model or names[0]
+        for index, (text, ids) in enumerate(prompts):
+            model, sampling = resolve(req.model_copy(update={"max_tokens": req.max_tokens or None}), ids, 16)
+            new_ids, answer_text, finish = [], "", "length"
+            if req.max_tokens != 0:
+                async for piece in backend.generate(model, ids, sampling):
+                    answer_text += piece.text
+                    if piece.finish_reason is not None:
+                        new_ids, finish = piece.token_ids, piece.finish_reason
+            if text is None:
+                text = backend.text_of(ids)
+            logprobs = None
+            if req.logprobs is not None:
+                if not hasattr(backend, "logprobs"):
+                    raise RequestError("logprobs: not offered by this backend", param="logprobs")
+                logprobs = await _logprobs(backend, model, ids, new_ids, req.logprobs, req.echo, text)
+            choices.append(
+                {
+                    "index": index,
+                    "text": (text if req.echo else "") + answer_text,
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                }
+            )
+            used[0] += len(ids)
+            used[1] += len(new_ids)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {"prompt_tokens": used[0], "completion_tokens": used[1], "total_tokens": sum(used)},
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -235,6 +272,58 @@ def create_app(backend: Any, api_key: str | None = None) -> Any:
         return _error(500, f"the server failed on this request: {type(exc).__name__}: {exc}")
 
     return app
+
+
+def _prompts(prompt: Any, backend: Any) -> list[tuple[str | None, list[int]]]:
+    """(text or None, token ids) per prompt: a string, token ids, or a batch of either."""
+    if isinstance(prompt, str):
+        batch: list[Any] = [prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        batch = [prompt]
+    else:
+        batch = list(prompt)
+    if not batch:
+        raise RequestError("prompt: empty", param="prompt")
+    out = []
+    for item in batch:
+        ids = backend.text_prompt(item) if isinstance(item, str) else list(item)
+        if not ids:
+            raise RequestError("prompt: empty", param="prompt")
+        out.append((item if isinstance(item, str) else None, ids))
+    return out
+
+
+async def _logprobs(
+    backend: Any, model: str, ids: list[int], new_ids: list[int], top: int, echo: bool, text: str
+) -> dict[str, Any]:
+    """OpenAI's legacy logprobs object over the completion (and the prompt, with echo): tokens,
+    token_logprobs, top_logprobs (None for the first prompt token), text_offset."""
+    full = ids + list(new_ids)
+    scores = await backend.logprobs(model, full, top)  # one entry per token after the first
+    start = 0 if echo else len(ids)
+    tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
+    offset = 0 if echo else len(text)
+    for position in range(start, len(full)):
+        piece = backend.token_text(full[position])
+        tokens.append(piece)
+        offsets.append(offset)
+        offset += len(piece)
+        if position == 0:
+            token_logprobs.append(None)
+            top_logprobs.append(None)
+            continue
+        value, best = scores[position - 1]
+        token_logprobs.append(value)
+        ranked: dict[str, float] = {}
+        for token_id, logprob in best[: max(top, 1)] if top else []:
+            ranked.setdefault(backend.token_text(token_id), logprob)  # the likelier of equal texts
+        top_logprobs.append(ranked)
+    return {
+        "tokens": tokens,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": top_logprobs,
+        "text_offset": offsets,
+    }
 
 
 def _usage(last: Any) -> dict[str, int]:

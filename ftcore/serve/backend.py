@@ -21,6 +21,9 @@ from typing import Any
 
 log = logging.getLogger("ftcore.serve")
 
+# a scored token: its log-probability, and the most likely tokens at its place as (id, logprob)
+Scored = tuple[float, list[tuple[int, float]]]
+
 
 class RequestError(Exception):
     """A request the server cannot serve as asked: answered with a 4xx OpenAI error, never a crash."""
@@ -50,6 +53,7 @@ class Chunk:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)  # the last chunk: every generated id
 
 
 @dataclass
@@ -60,6 +64,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
     cancel: threading.Event = field(default_factory=threading.Event)
+    score_top: int | None = None  # set: score prompt_ids (one forward pass) instead of generating
 
     def send(self, kind: str, value: Any = None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is gone: the server is stopping
@@ -227,7 +232,7 @@ class TransformersBackend:
                     text, finish = text[:cut], "stop"
                 if finish is not None:
                     job.cancel.set()
-                    yield Chunk(text[sent:], finish, len(prompt_ids), len(ids))
+                    yield Chunk(text[sent:], finish, len(prompt_ids), len(ids), list(ids))
                     return
                 safe = _safe_end(text, stops)
                 if safe > sent:
@@ -235,6 +240,32 @@ class TransformersBackend:
                     sent = safe
         finally:
             job.cancel.set()  # client gone or answer complete: the worker stops generating
+
+    async def logprobs(self, model: str, ids: list[int], top: int) -> list[Scored]:
+        """For each token after the first: its log-probability given the tokens before it, and the
+        `top` most likely tokens there as (id, logprob), from one forward pass (OpenAI's echo +
+        logprobs, which lm-eval's loglikelihood tasks need)."""
+        job = _Job(
+            model=None if model == self.served_name else model,
+            prompt_ids=ids,
+            sampling=Sampling(max_tokens=0),
+            loop=asyncio.get_running_loop(),
+            events=asyncio.Queue(),
+            score_top=top,
+        )
+        self._jobs.put(job)
+        kind, value = await job.events.get()
+        if kind == "error":
+            raise value
+        return value
+
+    def text_of(self, ids: list[int]) -> str:
+        """A prompt given as token ids, as text (echo)."""
+        return self.tokenizer.decode(ids)
+
+    def token_text(self, token_id: int) -> str:
+        """One token as text (a piece of a multi-byte character shows as U+FFFD, as in vLLM)."""
+        return self.tokenizer.decode([token_id])
 
     def _decode(self, ids: list[int]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -252,6 +283,9 @@ class TransformersBackend:
             if job.cancel.is_set():  # the client left while waiting its turn
                 continue
             try:
+                if job.score_top is not None:
+                    job.send("scored", self._score(job))
+                    continue
                 self._generate(job)
                 job.send("done")
             except Exception as exc:  # reported to that request; the server keeps serving
@@ -280,14 +314,33 @@ class TransformersBackend:
                 torch.manual_seed(s.seed)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        scope: contextlib.AbstractContextManager = contextlib.nullcontext()
-        if self.loras:
-            if job.model is None:
-                scope = self.model.disable_adapter()
-            else:
-                self.model.set_adapter(job.model)
-        with torch.no_grad(), scope:
+        with torch.no_grad(), self._adapter(job):
             self.model.generate(**kwargs)
+
+    def _adapter(self, job: _Job) -> contextlib.AbstractContextManager:
+        """The request's model: its LoRA adapter active, or all adapters off for the base."""
+        if not self.loras:
+            return contextlib.nullcontext()
+        if job.model is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(job.model)
+        return contextlib.nullcontext()
+
+    def _score(self, job: _Job) -> list[Scored]:
+        import torch
+
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([job.prompt_ids], device=device)
+        with torch.no_grad(), self._adapter(job):
+            logits = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[0]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        k = max(int(job.score_top or 0), 1)
+        top_values, top_ids = logp[:-1].topk(k, dim=-1)
+        chosen = logp[:-1].gather(1, input_ids[0, 1:].unsqueeze(1)).squeeze(1)
+        return [
+            (float(chosen[i]), list(zip(top_ids[i].tolist(), top_values[i].tolist(), strict=True)))
+            for i in range(len(job.prompt_ids) - 1)
+        ]
 
 
 def _find_stop(text: str, stops: list[str], sent: int) -> int | None:

@@ -44,8 +44,10 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
     if done is not None:
         return done
 
+    from ftcore.evaluate import benchmarks
     from ftcore.modeling import load_model, load_tokenizer
 
+    benchmarks.check_tasks(cfg.eval.tasks)  # unknown names, hub data offline: before any model loads
     trust = cfg.model.trust_remote_code
     dtype = eval_dtype(cfg)
     base_tokenizer = load_tokenizer(model.path, trust)
@@ -73,15 +75,18 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
             tuned = load_model(trained.path, trust, dtype=dtype)
             tokenizer = load_tokenizer(trained.path, trust)
         results["tuned"] = _score("tuned", tuned, tokenizer, eval_data, cfg)
+    served = benchmarks.served(cfg, [trained.path] if trained else [], model.path)
 
     metrics = {
         f"{who}/{name}": value for who, res in results.items() for name, value in res["metrics"].items()
     }
+    metrics.update({f"served/{name}": value for name, value in (served or {}).get("metrics", {}).items()})
     for name, value in sorted(metrics.items()):
         log.info("[evaluate] %s = %.4f", name, value)
     identity = eval_identity(cfg, data)
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        benchmarks.write_results(tmp, {**results, "served": served})
         _write_samples(tmp / "samples.jsonl", eval_data.rows, results)
         scores = {who: res["metrics"] for who, res in results.items()}
         report = eval_report(cfg, identity, scores, len(eval_data.rows))
@@ -125,6 +130,7 @@ def _load_eval_data(cfg: PipelineConfig, data: Artifact, pad_token_id: int) -> _
 
 def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineConfig) -> dict:
     """Loss / perplexity on the tokenized split and answers to the first generation_samples rows."""
+    from ftcore.evaluate import benchmarks
     from ftcore.evaluate.generate import generate_answers, generation_options
     from ftcore.evaluate.loss import eval_loss
     from ftcore.evaluate.metrics import score
@@ -160,7 +166,9 @@ def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineC
             seed=cfg.eval.seed if cfg.eval.do_sample else None,
         )
     metrics.update(score(answers, [row["messages"][-1]["content"] for row in data.rows]))
-    return {"metrics": metrics, "answers": answers}
+    bench = benchmarks.in_process(who, model, tokenizer, cfg)
+    metrics.update(bench.get("metrics", {}))
+    return {"metrics": metrics, "answers": answers, "benchmarks": bench.get("results")}
 
 
 def _write_samples(path: Path, rows: list[dict], results: dict[str, dict]) -> None:
@@ -188,14 +196,20 @@ def _cached_base(directory: Path, key: str) -> dict | None:
         log.warning("[evaluate] base: cached scores in %s are incomplete; scoring again", directory)
         return None
     log.info("[evaluate] base: reusing scores from %s", directory)
-    return {"metrics": done.metadata["metrics"], "answers": answers, "path": str(directory)}
+    bench = directory / "benchmarks.json"
+    results = json.loads(bench.read_text(encoding="utf-8"))["base"] if bench.is_file() else None
+    metrics = done.metadata["metrics"]
+    return {"metrics": metrics, "answers": answers, "path": str(directory), "benchmarks": results}
 
 
 def _save_base(directory: Path, key: str, result: dict, dtype: str) -> dict:
     """Store the base model's scores for every later job that evaluates against the same base."""
+    from ftcore.evaluate import benchmarks
+
     with atomic_dir(directory) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(result["metrics"], indent=2, sort_keys=True))
         (tmp / "answers.json").write_text(json.dumps(result["answers"], ensure_ascii=False, indent=1))
+        benchmarks.write_results(tmp, {"base": result})
         artifact = Artifact(
             kind="eval-base",
             path=str(directory),

@@ -162,7 +162,9 @@ def _eval_inputs(cfg: PipelineConfig, data: Artifact) -> dict:
     """What every score of a model on the eval split depends on, besides the model."""
     unused = set() if cfg.eval.do_sample else EVAL_SAMPLING_ONLY
     return {
-        "eval": section(cfg.eval, {"enabled", "compare_base"} | unused),
+        # where the benchmarks ran counts, not the URL: eval.endpoint runs are uncached (evaluate_key)
+        "eval": section(cfg.eval, {"enabled", "compare_base", "endpoint", "endpoint_model"} | unused),
+        "benchmarks_served": bool(cfg.eval.tasks and cfg.eval.endpoint),
         "dtype": eval_dtype(cfg),
         "template": data.metadata.get("template"),
     }
@@ -170,10 +172,15 @@ def _eval_inputs(cfg: PipelineConfig, data: Artifact) -> dict:
 
 def evaluate_key(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Artifact | None) -> str:
     """Keyed on the eval split only (data.metadata eval_fingerprint when the tokenized artifact has it):
-    what the training data did is in the trained fingerprint already."""
+    what the training data did is in the trained fingerprint already. Benchmarks against eval.endpoint
+    are never cached: the model behind a URL can change, so the key is new on every call."""
+    import uuid
+
     eval_data = data.metadata.get("eval_fingerprint", data.fingerprint)
     inputs = [model.fingerprint, eval_data, trained.fingerprint if trained else "base-only"]
-    return step_key("evaluate", {**_eval_inputs(cfg, data), "compare_base": cfg.eval.compare_base}, inputs)
+    served = uuid.uuid4().hex if cfg.eval.tasks and cfg.eval.endpoint else None
+    config = {**_eval_inputs(cfg, data), "compare_base": cfg.eval.compare_base}
+    return step_key("evaluate", config, inputs, extra=served)
 
 
 def eval_identity(cfg: PipelineConfig, data: Artifact) -> dict[str, str]:

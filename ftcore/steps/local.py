@@ -46,6 +46,10 @@ def preflight(cfg: PipelineConfig) -> None:
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
     check_gate(cfg)  # registry.promote needs the scores the gate compares
+    if cfg.eval.enabled and cfg.eval.tasks:  # benchmark names, and hub data reachable or cached
+        from ftcore.evaluate.benchmarks import check_tasks
+
+        check_tasks(cfg.eval.tasks)
     check_outputs(cfg)  # workdir writable; a chosen output folder holds nothing ftflow did not write
     # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
     # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)
