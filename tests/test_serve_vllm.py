@@ -15,13 +15,10 @@ import pytest
 from ftcore import venvs
 from tests.test_serve import KEY, MAX_LEN, PROMPT_A, PROMPT_B, _end_turn_early, _prompt_ids, _user
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not venvs.is_installed("vllm"),
-        reason="vLLM's side virtualenv is not installed (`ft env install vllm`; CI installs it)",
-    ),
-]
+needs_vllm = pytest.mark.skipif(
+    not venvs.is_installed("vllm"),
+    reason="vLLM's side virtualenv is not installed (`ft env install vllm`; CI installs it)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +95,16 @@ def _text(dirs: dict[str, Any], ids: list[int]) -> str:
     return dirs["tokenizer"].decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_models_are_the_base_and_the_adapter(vllm: dict) -> None:
     assert vllm["handle"].models == ["merged", "ad"]
     response = httpx.get(vllm["url"] + "/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
     assert [m["id"] for m in response.json()["data"]] == ["merged", "ad"]
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_greedy_chat_equals_transformers(vllm: dict) -> None:
     ref = _reference(vllm, _user(PROMPT_B), 16)
     assert len(ref) == 16
@@ -113,6 +114,8 @@ def test_greedy_chat_equals_transformers(vllm: dict) -> None:
     assert answer["usage"]["prompt_tokens"] == len(_prompt_ids(vllm["tokenizer"], _user(PROMPT_B)))
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_stops_at_the_templates_end_of_turn(vllm: dict) -> None:
     """<|eot_id|> is in the merged model's generation_config: vLLM stops there as transformers does."""
     eot = vllm["tokenizer"].convert_tokens_to_ids("<|eot_id|>")
@@ -124,6 +127,8 @@ def test_stops_at_the_templates_end_of_turn(vllm: dict) -> None:
     assert answer["usage"]["completion_tokens"] == 3
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_lora_served_unmerged_equals_peft(vllm: dict) -> None:
     ref = _reference(vllm, _user(PROMPT_B), 12, adapter=True)
     answer = _answer(vllm["url"], _user(PROMPT_B), model="ad", max_tokens=12)["choices"][0]
@@ -131,6 +136,8 @@ def test_lora_served_unmerged_equals_peft(vllm: dict) -> None:
     assert ref != _reference(vllm, _user(PROMPT_B), 12)  # the adapter changes the answer
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_32_concurrent_requests_all_succeed(vllm: dict) -> None:
     expected = {
         m: _answer(vllm["url"], _user(PROMPT_B), m, max_tokens=8)["choices"][0]["message"]["content"]
@@ -142,6 +149,8 @@ def test_32_concurrent_requests_all_succeed(vllm: dict) -> None:
     assert [a["choices"][0]["message"]["content"] for a in answers] == [expected[m] for m in models]
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(vllm: dict) -> None:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     cases = [
@@ -159,6 +168,8 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(vllm: dict) -> None:
     assert _answer(vllm["url"], _user(PROMPT_B), max_tokens=2)["choices"][0]["finish_reason"] == "length"
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_api_key_required_and_never_logged(vllm: dict) -> None:
     for key in (None, "wrong-key"):
         assert _chat(vllm["url"], _user("hi"), key=key, max_tokens=2).status_code == 401
@@ -168,6 +179,8 @@ def test_api_key_required_and_never_logged(vllm: dict) -> None:
     assert all(KEY not in p.read_text(errors="replace") for p in logs if p.is_file())
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_same_answers_as_the_transformers_backend(vllm: dict) -> None:
     """Both backends, each started with start_server, answer the same greedy requests alike."""
     with _start(vllm, "transformers") as other:
@@ -182,6 +195,8 @@ def test_same_answers_as_the_transformers_backend(vllm: dict) -> None:
         assert other.stop() == 0
 
 
+@pytest.mark.slow
+@needs_vllm
 def test_sigterm_stops_vllm_gracefully(vllm: dict) -> None:
     """Last: `ft serve` forwards SIGTERM to vLLM, exits 0 and says so; nothing listens afterwards."""
     handle = vllm["handle"]
@@ -189,3 +204,45 @@ def test_sigterm_stops_vllm_gracefully(vllm: dict) -> None:
     assert "server stopped" in handle.log_path.read_text()
     with pytest.raises(httpx.HTTPError):
         httpx.get(vllm["url"].removesuffix("/v1") + "/health", timeout=5)
+
+
+def test_auto_picks_vllm_when_its_interpreter_exists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from ftcore.serve.backend import backend_name
+
+    monkeypatch.setenv("FTFLOW_VLLM_PYTHON", str(tmp_path / "none" / "python"))
+    assert backend_name("auto") == "transformers"
+    assert backend_name("vllm") == "vllm"
+    assert backend_name("auto", vllm_python=sys.executable) == "transformers"  # the variable wins
+    monkeypatch.setenv("FTFLOW_VLLM_PYTHON", sys.executable)
+    assert backend_name("auto") == "vllm"
+    assert backend_name("transformers") == "transformers"
+    monkeypatch.delenv("FTFLOW_VLLM_PYTHON")
+    assert backend_name("auto", vllm_python=sys.executable) == "vllm"  # serve.vllm_python
+
+
+def test_missing_vllm_is_a_clear_error_before_loading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_llama: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from flows.cli import main
+
+    monkeypatch.setenv("FTFLOW_VLLM_PYTHON", str(tmp_path / "none" / "python"))
+    args = ["serve", str(tiny_llama), "--backend", "vllm", "--log-dir", str(tmp_path / "logs")]
+    assert main(args) == 2
+    assert "ft env install vllm" in capsys.readouterr().err
+
+
+def test_vllm_command_line_carries_no_key(tmp_path: Path) -> None:
+    """The key goes to vLLM in its environment only; adapters get a LoRA rank slot that fits them."""
+    from ftcore.serve.vllm import KEY_ENV, vllm_command, vllm_env
+
+    adapter = tmp_path / "ad"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 24}))
+    cmd = vllm_command(Path("py"), tmp_path, "m", {"ad": adapter}, "127.0.0.1", 9, 256, "float32")
+    assert cmd[cmd.index("--max-lora-rank") + 1] == "32"
+    assert cmd[cmd.index("--lora-modules") + 1] == f"ad={adapter}"
+    env = vllm_env("s3cret", tmp_path, 1.5)
+    assert env[KEY_ENV] == "s3cret" and "s3cret" not in " ".join(cmd)
+    assert env["VLLM_CACHE_ROOT"] == str(tmp_path) and "PYTHONPATH" not in env

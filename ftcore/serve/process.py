@@ -93,7 +93,7 @@ def start_server(
     try:
         handle.url, handle.models = _wait_ready(proc, log_path, ready_timeout_s)
     except BaseException:
-        handle.stop(grace_s=5)
+        handle.stop()  # the full grace: `ft serve` must have time to stop its vLLM child
         raise
     return handle
 

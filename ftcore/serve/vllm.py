@@ -157,6 +157,15 @@ def stop_process(proc: subprocess.Popen, grace_s: float = GRACE_S) -> int:
     return proc.wait()
 
 
+def _stop_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when `ft serve` dies, even killed with SIGKILL, so
+    no vLLM server outlives the process that owns it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def serve_vllm(
     model_path: Path,
     served_name: str,
@@ -191,7 +200,12 @@ def serve_vllm(
     try:
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_stop_with_parent,
             )
         try:
             probe_host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
