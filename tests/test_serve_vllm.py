@@ -248,3 +248,12 @@ def test_vllm_command_line_carries_no_key(tmp_path: Path) -> None:
     env = vllm_env("s3cret", tmp_path, 1.5)
     assert env[KEY_ENV] == "s3cret" and "s3cret" not in " ".join(cmd)
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path) and "PYTHONPATH" not in env
+
+
+def test_llamafactory_inference_keys_map_to_serve() -> None:
+    from ftcore.config.llamafactory import flat_to_nested
+
+    raw = {"stage": "sft", "infer_backend": "huggingface", "vllm_maxlen": 1024, "vllm_enforce_eager": True}
+    serve = flat_to_nested(raw)["serve"]
+    assert serve == {"backend": "transformers", "max_model_len": 1024, "vllm_args": ["--enforce-eager"]}
+    assert flat_to_nested({"stage": "sft", "infer_backend": "vllm"})["serve"] == {"backend": "vllm"}

@@ -58,6 +58,9 @@ KEY_MAP: dict[str, str] = {
     "resume_from_checkpoint": "train.resume_from_checkpoint",
     "export_dir": "export.export_dir",
     "max_new_tokens": "eval.max_new_tokens",
+    "infer_backend": "serve.backend",  # huggingface -> transformers
+    "vllm_maxlen": "serve.max_model_len",
+    "vllm_enforce_eager": "serve.vllm_args",  # true -> [--enforce-eager]
 }
 
 # Keys that steer LLaMA-Factory's own machinery and have no effect here: accepted, reported.
@@ -104,6 +107,10 @@ def flat_to_nested(
                 value = [part.strip() for part in value.split(",") if part.strip()]
             if key == "report_to" and value in (["none"], ["None"]):
                 value = ["none"]
+            if key == "infer_backend" and value == "huggingface":
+                value = "transformers"
+            if key == "vllm_enforce_eager":
+                value = ["--enforce-eager"] if value else []
             set_dotted(nested, KEY_MAP[key], value)
         elif key in IGNORED_KEYS:
             ignored.append(key)
