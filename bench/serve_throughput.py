@@ -177,8 +177,7 @@ def main() -> None:
         backends = [bench_backend(model, b, args, Path(tmp)) for b in args.backends.split(",")]
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_model()}, "
-        f"{_cpu_count()} cores".strip(),
+        "machine": f"{platform.machine()} {_cpu_model()}, {_cpu_count()} cores",
         "model": args.model,
         "max_tokens": args.max_tokens,
         "requests_per_client": args.requests,
