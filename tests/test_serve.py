@@ -34,7 +34,7 @@ def _start_server(args: list[str], log: Path, timeout_s: float = 300) -> tuple[s
     out = log.with_suffix(".out")
     with out.open("wb") as stdout, log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [*FT, "serve", *args, "--port", "0"],
+            [*FT, "serve", *args, "--port", "0", "--backend", "transformers"],  # auto: vLLM if installed
             cwd=REPO,
             env=env,
             stdout=stdout,

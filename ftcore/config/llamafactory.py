@@ -64,6 +64,9 @@ KEY_MAP: dict[str, str] = {
     "top_k": "eval.top_k",
     "num_beams": "eval.num_beams",
     "repetition_penalty": "eval.repetition_penalty",
+    "infer_backend": "serve.backend",  # huggingface -> transformers
+    "vllm_maxlen": "serve.max_model_len",
+    "vllm_enforce_eager": "serve.vllm_args",  # true -> [--enforce-eager]
 }
 
 # Keys that steer LLaMA-Factory's own machinery and have no effect here: accepted, reported.
@@ -110,6 +113,10 @@ def flat_to_nested(
                 value = [part.strip() for part in value.split(",") if part.strip()]
             if key == "report_to" and value in (["none"], ["None"]):
                 value = ["none"]
+            if key == "infer_backend" and value == "huggingface":
+                value = "transformers"
+            if key == "vllm_enforce_eager":
+                value = ["--enforce-eager"] if value else []
             set_dotted(nested, KEY_MAP[key], value)
         elif key in IGNORED_KEYS:
             ignored.append(key)

@@ -261,3 +261,19 @@ class ServeConfig(Section):
     log_dir: str | None = Field(
         None, description="Folder for the server's logs; default <workdir>/serve-logs."
     )
+    vllm_python: str | None = Field(
+        None,
+        description="Interpreter that has vLLM (FTFLOW_VLLM_PYTHON wins); default: the side virtualenv "
+        "`ft env install vllm` creates.",
+    )
+    vllm_args: list[str] = Field(
+        default_factory=list,
+        description="Extra arguments for vLLM's OpenAI server, e.g. [--enforce-eager] (CPU: readies in ~20 s "
+        "instead of ~45 s) or [--gpu-memory-utilization, '0.8'].",
+    )
+    vllm_kv_cache_gib: float = Field(
+        2.0, gt=0, description="vLLM on CPU: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    ready_timeout_s: float = Field(
+        900.0, gt=0, description="How long vLLM may take to load and answer /health before `ft serve` fails."
+    )

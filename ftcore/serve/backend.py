@@ -2,8 +2,8 @@
 
 Generation runs in one worker thread that takes requests in arrival order, so requests never share
 the model's state (the active adapter) and memory stays bounded; each request's tokens come back to
-the event loop through its own asyncio queue. vLLM, later, is another entry of `BACKENDS` behind the
-same OpenAI app.
+the event loop through its own asyncio queue. vLLM serves the same OpenAI API from its own process
+(ftcore/serve/vllm.py).
 """
 
 from __future__ import annotations
@@ -364,17 +364,27 @@ def _safe_end(text: str, stops: list[str]) -> int:
     return end
 
 
-BACKENDS: dict[str, type] = {"transformers": TransformersBackend}
+BACKENDS: dict[str, type] = {"transformers": TransformersBackend}  # in-process backends
+OUT_OF_PROCESS = ("vllm",)  # its own server in its own virtualenv: ftcore.serve.vllm
+
+
+def backend_name(requested: str, vllm_python: str | None = None) -> str:
+    """serve.backend resolved: 'auto' is vLLM when its interpreter exists, else transformers."""
+    if requested == "auto":
+        from ftcore.serve.vllm import vllm_available
+
+        return "vllm" if vllm_available(vllm_python) else "transformers"
+    return requested
 
 
 def pick_backend(name: str) -> type:
-    """The backend class for serve.backend ('auto' is transformers until the vLLM backend lands)."""
+    """The in-process backend class for serve.backend ('auto' here means transformers; vLLM runs as
+    its own process, see ftcore.serve.vllm and ftcore.serve.process)."""
     from ftcore.errors import ConfigError
 
     if name == "auto":
         name = "transformers"
     if name not in BACKENDS:
-        raise ConfigError(
-            f"serve.backend: '{name}' is not available in this ftflow yet; backends: {', '.join(BACKENDS)}"
-        )
+        known = ", ".join([*BACKENDS, *OUT_OF_PROCESS])
+        raise ConfigError(f"serve.backend: '{name}' is not an in-process backend; backends: {known}")
     return BACKENDS[name]

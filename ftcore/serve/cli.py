@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftcore.serve.target import ServeTarget
 
 SERVE_HELP = "serve a model behind an OpenAI-compatible API (config, models:/NAME@ALIAS or folder)"
 CHAT_HELP = "chat with an OpenAI-compatible server from the terminal (lines from stdin)"
@@ -14,7 +18,7 @@ CHAT_HELP = "chat with an OpenAI-compatible server from the terminal (lines from
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help=SERVE_HELP, description=SERVE_HELP)
-    serve.add_argument("target", help="config file, models:/NAME@ALIAS, or a model folder")
+    serve.add_argument("target", nargs="?", help="config file, models:/NAME@ALIAS, or a model folder")
     serve.add_argument("overrides", nargs="*", help="key=value overrides (config targets)")
     serve.add_argument("--host", help="bind address (default serve.host: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default serve.port: 8000; 0 picks a free one)")
@@ -25,6 +29,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-model-len", type=int, help="context limit (default: the model's)")
     serve.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ targets")
     serve.add_argument("--log-dir", help="log folder (default: the job's workdir, else FTFLOW_HOME)")
+    serve.add_argument(
+        "--install", action="store_true", help="install vLLM's side env first (ft env install vllm)"
+    )
+    serve.add_argument("--enforce-eager", action="store_true", help="vLLM: no graph compile (faster start)")
+    serve.add_argument("--vllm-arg", action="append", default=[], metavar="ARG", help="extra vLLM argument")
     chat = sub.add_parser("chat", help=CHAT_HELP, description=CHAT_HELP)
     chat.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000/v1")
     chat.add_argument("--model", help="model name (default: the server's first)")
@@ -36,11 +45,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     from ftcore.builtin import ftflow_home
-    from ftcore.serve.app import create_app
-    from ftcore.serve.backend import pick_backend
-    from ftcore.serve.server import API_KEY_ENV, announce, check_bind, log_to, run
+    from ftcore.errors import ConfigError
+    from ftcore.serve.backend import backend_name
+    from ftcore.serve.server import API_KEY_ENV, check_bind, log_to
     from ftcore.serve.target import parse_loras, resolve_target
 
+    if args.install:
+        from ftcore import venvs
+
+        print(f"vllm: {venvs.install('vllm')}", flush=True)
+        if not args.target:
+            return 0
+    if not args.target:
+        raise ConfigError("ft serve: give a TARGET (config file, models:/NAME@ALIAS or a model folder)")
     target = resolve_target(args.target, args.overrides, args.tracking_uri)
     cfg = target.serve
     host = args.host or cfg.host
@@ -48,27 +65,53 @@ def serve_command(args: argparse.Namespace) -> int:
     secret = cfg.api_key.get_secret_value() if cfg.api_key else None
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or secret
     check_bind(host, api_key)
-    backend_cls = pick_backend(args.backend or cfg.backend)
+    backend = backend_name(args.backend or cfg.backend, cfg.vllm_python)
     name = args.served_model_name or target.name
     loras = {**target.loras, **parse_loras(args.lora, name)}
     log_dir = Path(args.log_dir or cfg.log_dir or target.log_dir or ftflow_home() / "serve-logs")
     log_file = log_to(log_dir)
-    log = logging.getLogger("ftcore.serve")
-    log.info(
-        "loading %s as '%s' (%s backend); logs in %s", target.model_path, name, backend_cls.name, log_file
+    logging.getLogger("ftcore.serve").info(
+        "serving %s as '%s' (%s backend); logs in %s", target.model_path, name, backend, log_file
     )
     max_len = args.max_model_len or cfg.max_model_len
+    if backend == "vllm":
+        from ftcore.serve.vllm import serve_vllm
+
+        extra = [*(["--enforce-eager"] if args.enforce_eager else []), *args.vllm_arg]
+        return serve_vllm(
+            target.model_path, name, loras, host, port, api_key, log_dir, cfg, max_len,
+            target.trust_remote_code, extra,
+        )  # fmt: skip
+    return _serve_in_process(target, backend, name, loras, host, port, api_key, max_len)
+
+
+def _serve_in_process(
+    target: ServeTarget,
+    backend: str,
+    name: str,
+    loras: dict[str, Path],
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_len: int | None,
+) -> int:
+    """The transformers backend behind ftflow's own OpenAI app, in this process."""
+    from ftcore.serve.app import create_app
+    from ftcore.serve.backend import pick_backend
+    from ftcore.serve.server import announce, run
+
+    backend_cls = pick_backend(backend)
     try:
-        backend = backend_cls(target.model_path, name, loras, target.trust_remote_code, max_len)
+        served = backend_cls(target.model_path, name, loras, target.trust_remote_code, max_len)
     except KeyboardInterrupt:  # Ctrl-C while loading: nothing to keep, nothing to say about training
         print("interrupted while loading the model", file=sys.stderr)
         return 130
     try:
-        app = create_app(backend, api_key)
-        run(app, host, port, on_ready=lambda url: announce(url, backend.model_names()))
+        app = create_app(served, api_key)
+        run(app, host, port, on_ready=lambda url: announce(url, served.model_names()))
     finally:
-        backend.close()
-    log.info("server stopped")
+        served.close()
+    logging.getLogger("ftcore.serve").info("server stopped")
     return 0
 
 
