@@ -123,6 +123,15 @@ def test_merge_shards_dtype_card_and_modelfile(tmp_path: Path) -> None:
     modelfile = (out / "Modelfile").read_text()
     assert "FROM ." in modelfile and "You are Qwen, created by Alibaba Cloud." in modelfile
 
+    # LLaMA-Factory's merge config, run unchanged on the adapter (`ft export` takes this path)
+    flat = REPO / "configs" / "llamafactory_merge_lora.yaml"
+    lf_dir = tmp_path / "lf-export"
+    overrides = [f"adapter_name_or_path={trained.path}", f"export_dir={lf_dir}", f"workdir={tmp_path / 'lf'}"]
+    exported = run_local(load_config(flat, overrides), until="merge")["merged"]
+    assert Path(exported.path) == lf_dir and (lf_dir / "model.safetensors").is_file()
+    assert 'SYSTEM """You are a helpful assistant."""' in (lf_dir / "Modelfile").read_text()  # its qwen2
+    assert "Not evaluated" in (lf_dir / "README.md").read_text()
+
     # merged again without scores (`ft export`): same weights, only the card is rewritten
     weights = {p.name: p.stat().st_ino for p in shards}
     again = steps.merge(cfg, model, trained)
