@@ -209,7 +209,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     until, lookup = {
         "train": ("train", ()),
         "eval": ("evaluate", ("train",)),
-        "export": ("merge", ("train",)),
+        "export": ("push" if cfg.export.export_hub_model_id else "merge", ("train",)),
     }[args.command]
     _print_artifacts(run_local(cfg, until=until, lookup=lookup))
     return 0

@@ -57,6 +57,11 @@ KEY_MAP: dict[str, str] = {
     "report_to": "train.report_to",
     "resume_from_checkpoint": "train.resume_from_checkpoint",
     "export_dir": "export.export_dir",
+    "export_size": "export.export_size",
+    "export_device": "export.export_device",
+    "export_legacy_format": "export.export_legacy_format",
+    "infer_dtype": "export.dtype",
+    "export_hub_model_id": "export.export_hub_model_id",
     "max_new_tokens": "eval.max_new_tokens",
     "do_sample": "eval.do_sample",
     "temperature": "eval.temperature",
@@ -85,9 +90,6 @@ IGNORED_KEYS = frozenset(
         "save_only_model",
         "use_fast_tokenizer",
         "flash_attn",
-        "export_size",
-        "export_device",
-        "export_legacy_format",
     }
 )
 
@@ -120,6 +122,9 @@ def flat_to_nested(
             set_dotted(nested, KEY_MAP[key], value)
         elif key in IGNORED_KEYS:
             ignored.append(key)
+        elif key == "hf_hub_token":  # a secret in a file that lands in logs, manifests and MLflow
+            where = f"{source}:{lines[key]}" if lines and key in lines else source
+            raise ConfigError(f"{where}: hf_hub_token is not read from configs; set the HF_TOKEN variable")
         else:
             where = f"{source}:{lines[key]}" if lines and key in lines else source
             raise ConfigError(

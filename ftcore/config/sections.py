@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 
 def _split_commas(value: object) -> object:
@@ -189,7 +189,41 @@ class EvalConfig(Section):
     )
 
 
+def _refuse_legacy_format(value: bool) -> bool:
+    if value:
+        raise ValueError(
+            "true asks for PyTorch .bin (pickle) weights, which can run code when loaded; ftflow writes "
+            "safetensors only (every loader, vLLM and Ollama included, reads them). Remove the key or set "
+            "it to false"
+        )
+    return value
+
+
 class ExportConfig(Section):
+    # merge settings (the merge step's key); the quantize step's settings follow below
+    export_size: float = Field(
+        5,
+        gt=0,
+        description="Largest weight shard of the merged model, in GB (LLaMA-Factory's export_size): "
+        "bigger models are split into shards plus model.safetensors.index.json.",
+    )
+    export_device: Literal["cpu", "auto"] = Field(
+        "cpu", description="Where the merge runs: cpu, or auto (the GPU when there is one)."
+    )
+    export_legacy_format: Annotated[bool, AfterValidator(_refuse_legacy_format)] = Field(
+        False, description="LLaMA-Factory's switch to .bin weights; only false is accepted (safetensors)."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="dtype the merged weights are saved in (LLaMA-Factory's infer_dtype); auto keeps the "
+        "base model's own dtype. The merge itself always runs in float32.",
+    )
+    export_hub_model_id: str | None = Field(
+        None,
+        description="Hugging Face Hub repo (org/name) the export folder is pushed to, in one commit, "
+        "by the `push` step; the token comes from the HF_TOKEN environment variable.",
+    )
+    export_hub_private: bool = Field(False, description="Create the Hub repo as private when it is new.")
     merge: bool = Field(
         True, description="Merge the LoRA adapter into the base model (no-op for full tuning)."
     )

@@ -6,7 +6,33 @@ import json
 import shutil
 from pathlib import Path
 
+from ftcore.errors import ConfigError
+
 _CARRY_FILES = ("generation_config.json", "ftflow_builtin.json")
+# files older GPTQ / AWQ checkpoints carry instead of config.json's quantization_config
+_QUANT_FILES = ("quantize_config.json", "quant_config.json")
+
+
+def check_mergeable_base(base_path: str | Path) -> None:
+    """Refuse a quantized base (bitsandbytes, GPTQ, AWQ, compressed-tensors ...) before any loading:
+    LoRA deltas added to dequantized-then-requantized weights are not what was trained, and most
+    quantizers cannot be written back at all. QLoRA adapters merge into the unquantized base."""
+    base = Path(base_path)
+    try:
+        config = json.loads((base / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    quant = config.get("quantization_config")
+    found = [name for name in _QUANT_FILES if (base / name).is_file()]
+    if quant is None and not found:
+        return
+    method = (quant or {}).get("quant_method") if isinstance(quant, dict) else None
+    what = f"quantized ({method})" if method else f"quantized ({', '.join(found) or 'quantization_config'})"
+    raise ConfigError(
+        f"export.merge: the base model at {base} is {what}; an adapter cannot be merged into quantized "
+        "weights. Merge into the unquantized base model (model.name_or_path; a QLoRA adapter merges "
+        "into it too), or set export.merge: false to keep the adapter unmerged (serve it with --lora)"
+    )
 
 
 def merge_lora(
@@ -15,10 +41,15 @@ def merge_lora(
     out_dir: Path,
     trust_remote_code: bool = False,
     template: str | None = None,
+    dtype: str = "auto",
+    max_shard_gb: float = 5,
+    device: str = "cpu",
 ) -> None:
     """Write base + adapter as one model (weights, tokenizer, chat template, generation config).
 
-    The merge runs in fp32 for precision, then the weights are cast back to the base's own dtype.
+    The merge runs in fp32 for precision on `device` (cpu, or auto: the GPU when there is one), then
+    the weights are cast to `dtype` (auto: the base's own dtype) and saved as safetensors shards of at
+    most `max_shard_gb` GB (several shards come with model.safetensors.index.json).
     `template` is the chat template the adapter was trained with: the merged model carries it as
     its chat_template and its stop tokens in generation_config.json, so serving formats prompts and
     stops exactly as training did. Without it the tokenizer's own Jinja is kept.
@@ -37,12 +68,15 @@ def merge_lora(
     tokenizer = load_tokenizer(adapter_path if has_tokenizer else base_path, trust_remote_code)
     if chat is not None:
         chat.check_tokenizer(tokenizer)
-    base_dtype = saved_dtype(base_path)
-    base = load_model(base_path, trust_remote_code, dtype="float32", device="cpu")
+    check_mergeable_base(base_path)
+    target = saved_dtype(base_path) if dtype == "auto" else getattr(torch, dtype)
+    base = load_model(
+        base_path, trust_remote_code, dtype="float32", device=None if device == "auto" else "cpu"
+    )
     merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
-    if base_dtype is not None and base_dtype != torch.float32:
-        merged = merged.to(base_dtype)
-    merged.save_pretrained(out_dir, safe_serialization=True)
+    if target is not None and target != torch.float32:
+        merged = merged.to(target)
+    merged.to("cpu").save_pretrained(out_dir, max_shard_size=int(max_shard_gb * 10**9))
     for name in _CARRY_FILES:
         if (Path(base_path) / name).is_file():
             shutil.copy2(Path(base_path) / name, out_dir / name)

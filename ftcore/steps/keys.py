@@ -204,8 +204,24 @@ def evaluate_base_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> s
     )
 
 
-def merge_key(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> str:
-    return step_key("merge", section(cfg.export, {"export_dir"}), [model.fingerprint, trained.fingerprint])
+# the export fields that change the merged weights; the rest of the export section (the folder, the
+# Hub target, the quantize step's settings) never re-merges
+MERGE_FIELDS = ("merge", "export_size", "export_device", "export_legacy_format", "dtype")
+
+
+def merge_weights_key(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> str:
+    """What the merged weights depend on: the base, the adapter and the merge settings."""
+    settings = {name: getattr(cfg.export, name) for name in MERGE_FIELDS}
+    return step_key("merge", settings, [model.fingerprint, trained.fingerprint])
+
+
+def merge_key(
+    cfg: PipelineConfig, model: Artifact, trained: Artifact, evaluation: Artifact | None = None
+) -> str:
+    """The merged folder's key: its weights plus the eval scores its model card shows. A new eval
+    only rewrites the card (ftcore.steps.merge), the weights are kept."""
+    weights = merge_weights_key(cfg, model, trained)
+    return step_key("merge", {}, [weights, evaluation.fingerprint if evaluation else "not-evaluated"])
 
 
 def register_key(

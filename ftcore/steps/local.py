@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path
 from ftcore.config.pipeline import PipelineConfig
@@ -17,8 +18,10 @@ log = logging.getLogger("ftcore.steps")
 STALE_TEMP_S = 6 * 3600
 
 
-def preflight(cfg: PipelineConfig) -> None:
+def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> None:
     """Fail in seconds on what would otherwise fail minutes in: names, files, rows, model refs, servers.
+    `planned` names the steps that will run (None: the whole pipeline), for the checks of later steps
+    (a merge into a quantized base, a Hub push while offline).
 
     The one full parse of the data happens here (into the shared Arrow cache the fetch_dataset step
     reuses), so a first run on big data takes as long as that parse."""
@@ -39,7 +42,15 @@ def preflight(cfg: PipelineConfig) -> None:
                 f"available: {', '.join(sorted(BUILTINS))}"
             )
     else:
-        resolve_model(cfg.model.name_or_path, cfg.model.revision, cfg.model.cache_dir)
+        base = resolve_model(cfg.model.name_or_path, cfg.model.revision, cfg.model.cache_dir)
+        if cfg.export.merge and (planned is None or "merge" in planned):
+            from ftcore.export.merge import check_mergeable_base
+
+            check_mergeable_base(base.path)
+    if cfg.export.export_hub_model_id and (planned is None or "push" in planned):
+        from ftcore.export.push import check_push
+
+        check_push(cfg.export.export_hub_model_id)  # offline or no token: fail before training
     if cfg.model.adapter_name_or_path:
         resolve_adapter_dir(cfg.model.adapter_name_or_path)
     dataset_dir = cfg.resolve_input(cfg.data.dataset_dir)

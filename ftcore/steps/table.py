@@ -36,6 +36,9 @@ class Step:
     inputs: tuple[str, ...] = ()
     # inputs that may be absent (passed as None): evaluate without a fine-tune scores the base alone
     optional: frozenset[str] = field(default_factory=frozenset)
+    # optional inputs used when the pipeline makes them, but never run just for this step (`ft export`
+    # does not evaluate; the full pipeline hands merge its eval scores for the model card)
+    soft: frozenset[str] = field(default_factory=frozenset)
     # the cache key; None marks an action that runs every time (an alias move is not a cached result)
     key: Callable[..., str] | None = None
     enabled: Callable[[PipelineConfig], bool] = _always
@@ -108,7 +111,23 @@ def _steps() -> tuple[Step, ...]:
             enabled=lambda cfg: cfg.eval.enabled,
             markdown=COMPARISON,
         ),
-        Step("merge", steps.merge, "merged", ("model", "trained"), key=keys.merge_key),
+        Step(
+            "merge",
+            steps.merge,
+            "merged",
+            ("model", "trained", "eval"),
+            optional=frozenset({"eval"}),
+            soft=frozenset({"eval"}),
+            key=keys.merge_key,
+        ),
+        # the export folder to the Hugging Face Hub, in one commit (an action: the Hub may have moved)
+        Step(
+            "push",
+            steps.push,
+            "pushed",
+            ("merged",),
+            enabled=lambda cfg: bool(cfg.export.export_hub_model_id),
+        ),
         Step(
             "register",
             steps.register,
@@ -173,12 +192,12 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[Step]:
         if target is None:
             raise ConfigError(f"step {until} is disabled by this config")
     head = enabled[: enabled.index(target) + 1]
-    needed = set(target.inputs)
+    needed = set(target.inputs) - target.soft
     kept = [target]
     for step in reversed(head[:-1]):
         if step.output in needed:
             kept.append(step)
-            needed.update(step.inputs)
+            needed.update(name for name in step.inputs if name not in step.soft)
     return list(reversed(kept))
 
 
@@ -220,5 +239,6 @@ def run_local(
     """Run the pipeline's steps in this process (no Prefect), up to `until` when given."""
     from ftcore.steps.local import preflight
 
-    preflight(cfg)
-    return run_steps(cfg, plan(cfg, until), _execute_here, lookup)
+    planned = plan(cfg, until)
+    preflight(cfg, [step.name for step in planned])
+    return run_steps(cfg, planned, _execute_here, lookup)
