@@ -26,7 +26,11 @@ def _submit(summary: list[dict[str, Any]]) -> Any:
         start = time.monotonic()
         task = TASKS[step.name]
         state = task(cfg, *args, return_state=True)
-        artifact = state.result()
+        try:
+            artifact = state.result()
+        except Exception as exc:
+            _report_failure(cfg, step.name, exc)
+            raise
         if state.name == "Cached" and not step.present(cfg, artifact):
             get_run_logger().warning(
                 "%s: cached artifact %s is gone, running again", step.name, artifact.path
@@ -60,6 +64,25 @@ def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = 
         logger.info("%-14s %-10s %7.1fs  %s", row["step"], row["state"], row["seconds"], row["path"])
     _publish_summary(cfg, summary, out)
     return {"summary": summary, "artifacts": {name: a.model_dump() for name, a in out.items()}}
+
+
+def _report_failure(cfg: PipelineConfig, step: str, error: BaseException) -> None:
+    """The failed step and its error in the job's MLflow run and as a Prefect artifact (then it raises)."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import get_run_context
+
+    from ftcore.failures import record_failure
+
+    flow_run = get_run_context().flow_run
+    links = (
+        {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name} if flow_run else {}
+    )
+    failure = record_failure(cfg, step, error, links)
+    get_run_logger().error("step %s failed: %s", step, failure.error)
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-failure".lower()).strip("-")
+    create_markdown_artifact(
+        markdown=failure.markdown(cfg.name), key=key, description=f"{cfg.name}: {step} failed"
+    )
 
 
 def _publish_summary(cfg: PipelineConfig, summary: list[dict[str, Any]], out: dict[str, Artifact]) -> None:

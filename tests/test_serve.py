@@ -28,13 +28,24 @@ def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def _start_server(args: list[str], log: Path, timeout_s: float = 300) -> tuple[subprocess.Popen, str]:
-    """`ft serve ARGS --port 0` in its own process group; returns it and the URL it printed when ready."""
+def _start_server(
+    args: list[str], log: Path, timeout_s: float = 300, port: int = 0
+) -> tuple[subprocess.Popen, str]:
+    """`ft serve ARGS --port PORT` (default 0: a free one) in its own process group; returns it and the
+    URL it printed when ready."""
     env = {k: v for k, v in os.environ.items() if k != "FTFLOW_API_KEY"}
     out = log.with_suffix(".out")
     with out.open("wb") as stdout, log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [*FT, "serve", *args, "--port", "0", "--backend", "transformers"],  # auto: vLLM if installed
+            [
+                *FT,
+                "serve",
+                *args,
+                "--port",
+                str(port),
+                "--backend",
+                "transformers",
+            ],  # auto: vLLM if installed
             cwd=REPO,
             env=env,
             stdout=stdout,

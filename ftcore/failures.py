@@ -1,0 +1,88 @@
+"""What a failed job leaves behind: which step failed and why, where the people who run it look.
+
+The failure goes to the job's MLflow run (the newest run of the job: the one its training or
+evaluation reported to) as tags, or to a run of its own when the job failed before any run existed,
+and comes back as markdown for the orchestrator's UI. Retrying is the same command or flow run
+again: finished steps come from the cache, so the job resumes at the step that failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ftcore import tracking
+from ftcore.config.pipeline import PipelineConfig
+
+log = logging.getLogger("ftcore.failures")
+
+FAILED_STEP_TAG = "ftflow.failed_step"
+ERROR_TAG = "ftflow.error"
+ERROR_LIMIT = 4000  # characters of the error kept in the tag (MLflow caps tag values)
+
+
+@dataclass(frozen=True)
+class Failure:
+    step: str
+    error: str
+    run_id: str | None  # the MLflow run that records it (None when tracking itself is what failed)
+
+    def markdown(self, job: str) -> str:
+        lines = [
+            f"# {job}: failed at step `{self.step}`",
+            "",
+            "```",
+            self.error[:ERROR_LIMIT],
+            "```",
+            "",
+            "Retry the flow run (or run the same `ft run` again): finished steps come from the cache, "
+            f"so the job resumes at `{self.step}`.",
+        ]
+        if self.run_id:
+            lines.append(f"MLflow run: `{self.run_id}` (tags `{FAILED_STEP_TAG}`, `{ERROR_TAG}`).")
+        return "\n".join(lines)
+
+
+def record_failure(
+    cfg: PipelineConfig, step: str, error: BaseException | str, links: dict[str, str] | None = None
+) -> Failure:
+    """Tag the job's newest MLflow run (or a new FAILED run) with the failed step and the error.
+
+    Never raises: when MLflow itself is unreachable (maybe the very failure), the failure is logged
+    and returned without a run id.
+    """
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if not (cfg.registry.enabled or "mlflow" in cfg.train.report_to):
+        return Failure(step, message, None)
+    try:
+        uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+        client = tracking.get_client(uri)
+        experiment_id = tracking.ensure_experiment(
+            client, cfg.registry.experiment, tracking.default_artifact_root(uri)
+        )
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`ftflow.job` = {tracking.filter_literal(cfg.name)}",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        tags = {
+            FAILED_STEP_TAG: step,
+            ERROR_TAG: message[:ERROR_LIMIT],
+            "ftflow.failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(links or {}),
+        }
+        if runs:
+            run_id = runs[0].info.run_id
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+        else:  # failed before training or evaluation opened a run
+            run_id = tracking.start_run(
+                client, experiment_id, f"{cfg.name} (failed)", {"ftflow.job": cfg.name, **tags}
+            )
+            tracking.end_run(client, run_id, "FAILED")
+    except Exception as exc:  # recording must not hide the original failure
+        log.warning("could not record the failure of step %s in MLflow: %s", step, exc)
+        return Failure(step, message, None)
+    return Failure(step, message, run_id)
