@@ -4,15 +4,18 @@
 the front on serve.host:serve.port, deploys the version the alias points at and polls the registry
 every `poll_s` seconds; each move is a `restart` task run (new server, switch, drain, stop the old),
 failed in the UI when the new version cannot start, while the old one keeps serving. `ft serve TARGET
---follow` runs it. The flow runs until Ctrl-C / cancellation, or until `stop_file` exists.
+--follow` runs it. The flow runs until Ctrl-C, SIGTERM (under `ft serve`) or cancellation; the servers
+it started are stopped however it ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
+import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -43,9 +46,8 @@ def serve_champion(
     port: int | None = None,
     backend: str | None = None,
     max_model_len: int | None = None,
-    stop_file: str | None = None,
-) -> list[dict[str, Any]]:
-    """Serve the alias's version at host:port and follow the alias; returns every deploy attempt.
+) -> None:
+    """Serve the alias's version at host:port and follow the alias, until stopped.
 
     The API key is never a parameter (parameters show in the UI): FTFLOW_API_KEY or serve.api_key.
     """
@@ -56,10 +58,9 @@ def serve_champion(
     front, server, url = start_front(spec, host, port)
     follower = Follower(spec, front)
     logger.info("front at %s follows models:/%s@%s", url, spec.model_name, spec.alias)
-    stop = Path(stop_file) if stop_file else None
     announced = False
     try:
-        while stop is None or not stop.exists():
+        while True:
             try:
                 version = follower.pending()
             except Exception as exc:  # the registry is away for a moment: keep serving what we have
@@ -72,11 +73,10 @@ def serve_champion(
             if not announced:
                 _announce(url, spec, follower)
                 announced = True
-            _wait(poll_s, stop)
+            time.sleep(poll_s)
     finally:
         follower.close()
         server.stop()
-    return follower.events
 
 
 def _serving(follower: Follower) -> str:
@@ -89,12 +89,6 @@ def _announce(url: str, spec: Any, follower: Follower) -> None:
     print(f"ready: {url} serving {_serving(follower)} of {spec.model_name}, following {where}", flush=True)
 
 
-def _wait(seconds: float, stop: Path | None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (stop is not None and stop.exists()):
-        time.sleep(min(0.2, seconds))
-
-
 def follow_command(args: argparse.Namespace) -> int:
     """`ft serve TARGET --follow`: the serve flow, on the configured Prefect API or a temporary one."""
     from flows.local_server import prefect_api
@@ -105,15 +99,24 @@ def follow_command(args: argparse.Namespace) -> int:
     if args.api_key:
         os.environ[API_KEY_ENV] = args.api_key  # read by the front in this process, not a flow parameter
     follow_spec(args.target, args.overrides, args.tracking_uri)  # a bad target fails before Prefect starts
-    with prefect_api():
-        serve_champion(
-            args.target,
-            args.overrides,
-            args.tracking_uri,
-            args.poll_s,
-            args.host,
-            args.port,
-            None if args.backend in (None, "auto") else args.backend,
-            args.max_model_len,
-        )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the flow's `finally` stops servers
+    try:
+        with prefect_api():
+            serve_champion(
+                args.target,
+                args.overrides,
+                args.tracking_uri,
+                args.poll_s,
+                args.host,
+                args.port,
+                None if args.backend in (None, "auto") else args.backend,
+                args.max_model_len,
+            )
+    except KeyboardInterrupt:
+        print("stopped: the front and the model servers are down", file=sys.stderr)
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -175,6 +175,12 @@ def test_broken_version_keeps_the_old_one_serving(store: dict[str, Any], followe
     assert "before it was ready" in tags[SERVE_ERROR_TAG]
     assert fol.check() is None  # not retried while the alias stays on it
     assert int(registry.get_version_by_alias(store["client"], NAME, "champion").version) == 3
+    fol.serving.server.proc.kill()  # the serving backend dies: the next check starts it again
+    fol.serving.server.proc.wait()
+    assert _ask(follower["url"])[0] == 502
+    event = fol.check()
+    assert (event["result"], event["version"]) == ("serving", serving)
+    assert _ask(follower["url"])[:2] == (200, str(serving))
 
 
 def test_front_beyond_localhost_needs_a_key_and_targets_are_checked(tmp_path: Path) -> None:
@@ -194,57 +200,62 @@ def test_front_beyond_localhost_needs_a_key_and_targets_are_checked(tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_local")
-def test_serve_flow_follows_the_champion(
-    store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Prefect flow: front on a fixed port, v1 deployed, champion moved to v2 -> restart task."""
+def test_ft_serve_follow_runs_the_serve_flow(store: dict[str, Any], tmp_path: Path) -> None:
+    """`ft serve models:/NAME@champion --follow`: the Prefect flow (temporary server) behind a fixed
+    port; v1 first, champion -> v2 is a `restart` task run; SIGTERM stops the front and both backends."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
     import httpx
 
-    from flows.serve import serve_champion
-    from tests.helpers import free_port
+    from tests.helpers import REPO, free_port, stop_group
 
-    monkeypatch.setenv("FTFLOW_API_KEY", KEY)
     _move(store, 1)
-    port, stop = free_port(), tmp_path / "stop"
-    url = f"http://127.0.0.1:{port}"
-    seen: list[str | None] = []
-    problems: list[str] = []
-
-    def drive() -> None:
-        try:
-            deadline = time.monotonic() + 400
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/health", timeout=5).json().get("version") == "1":
-                        break
-                except (httpx.HTTPError, ValueError):
-                    pass
-                time.sleep(0.5)
-            seen.append(_ask(f"{url}/v1")[1])
-            _move(store, 2)
-            while time.monotonic() < deadline and seen[-1] != "2":
-                status, version, text = _ask(f"{url}/v1")
-                if status != 200:
-                    problems.append(text)
-                seen.append(version)
-                time.sleep(0.2)
-        except BaseException as exc:
-            problems.append(repr(exc))
-        finally:
-            stop.touch()
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    events = serve_champion(
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    env = {**os.environ, "FTFLOW_API_KEY": KEY}
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "serve",
         f"models:/{NAME}@champion",
-        tracking_uri=store["uri"],
-        poll_s=0.5,
-        port=port,
-        backend="transformers",
-        stop_file=str(stop),
-    )
-    thread.join()
-    assert not problems, problems
-    assert seen[0] == "1" and seen[-1] == "2"
-    assert [(e["version"], e["result"]) for e in events] == [(1, "serving"), (2, "serving")]
+        "--follow",
+        "--poll-s",
+        "0.5",
+    ]
+    cmd += ["--tracking-uri", store["uri"], "--port", str(port), "--backend", "transformers"]
+    out, err = tmp_path / "ft.out", tmp_path / "ft.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while "ready: " not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.5)
+        assert f"ready: {url} serving version 1 of {NAME}" in out.read_text()
+        assert _ask(url)[:2] == (200, "1")
+        _move(store, 2)
+        seen = []
+        while not seen or seen[-1][1] != "2":
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            seen.append(_ask(url))
+        assert all(status == 200 for status, _, _ in seen), seen
+        while "stopped version 1" not in err.read_text():  # the restart task drains and stops v1
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)
+    log = out.read_text() + err.read_text()
+    assert len(re.findall(r"restart-\S+ - Finished in state Completed", log)) == 2, log  # a task run per move
+    ports = [int(p) for p in re.findall(rf"starting {NAME} version \d+ on port (\d+)", log)]
+    assert len(ports) == 2 and "stopped: the front and the model servers are down" in log
+    for backend_port in [*ports, port]:  # nothing listens any more: no server left behind
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{backend_port}/health", timeout=5)

@@ -5,7 +5,8 @@ version, starts a backend server for it on a new internal port, waits until it i
 front (ftcore.serve.proxy) to it, lets the old server finish its requests and stops it. If the new one
 cannot be fetched or started, the old one keeps serving; the failure is logged, kept in `events` and
 tagged on the version (`ftflow.serve_error`), and that version is not retried until the alias moves
-to it again. No Prefect here: flows/serve.py runs `check` as its restart task.
+to it again. A backend that dies is started again at the next check. No Prefect here: flows/serve.py
+runs `deploy` as its restart task.
 """
 
 from __future__ import annotations
@@ -119,7 +120,15 @@ class Follower:
 
     def pending(self) -> int | None:
         """The version to deploy now: the alias's, when it moved since the last look and is not the
-        one serving (a version that failed is tried again only when the alias comes back to it)."""
+        one serving (a version that failed is tried again only when the alias comes back to it), or
+        the serving version again when its server died."""
+        if self.serving is not None and not self.serving.server.alive():
+            log.warning(
+                "version %s exited (status %s): starting it again",
+                self.serving.version,
+                self.serving.server.proc.returncode,
+            )
+            return self.serving.version
         version = self.alias_version()
         if version is None or version == self.tried:
             return None
@@ -155,14 +164,16 @@ class Follower:
         old = self.serving
         self.front.switch(new.upstream)
         self.serving = new
-        _tag(client, self.spec.model_name, version, SERVED_AT_TAG, event["at"])
         if old is not None:
-            if not drain(old.upstream, self.drain_s):
-                log.warning(
-                    "version %s still had requests after %.0f s; stopping it", old.version, self.drain_s
-                )
-            old.server.stop()
-            log.info("stopped version %s", old.version)
+            try:
+                if not drain(old.upstream, self.drain_s):
+                    log.warning(
+                        "version %s still had requests after %.0f s; stopping it", old.version, self.drain_s
+                    )
+            finally:  # interrupted while draining: the old server is stopped all the same
+                old.server.stop()
+            log.info("stopped version %s (port %s)", old.version, old.server.url.rsplit(":", 1)[1])
+        _tag(client, self.spec.model_name, version, SERVED_AT_TAG, event["at"])
         event.update(result="serving", url=new.server.url, seconds=round(time.monotonic() - started, 1))
         log.info(
             "%s version %s serving (was %s) after %.1f s",

@@ -26,6 +26,7 @@ log = logging.getLogger("ftcore.serve")
 
 _HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 _HOP_HEADERS |= {"proxy-authorization", "proxy-authenticate", "content-length", "authorization"}
+_OWN_HEADERS = {"server", "date"}  # the front's uvicorn sets its own
 _VERSION_HEADERS = ("x-ftflow-model", "x-ftflow-model-version")
 
 
@@ -114,7 +115,8 @@ class Front:
             except httpx.HTTPError as exc:
                 up.inflight -= 1
                 return _error(502, f"the model server (version {up.version}) did not answer: {exc}")
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
+            dropped = _HOP_HEADERS | _OWN_HEADERS
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in dropped}
             return StreamingResponse(
                 _relay(answer, up), status_code=answer.status_code, headers={**kept, **_label(up)}
             )
