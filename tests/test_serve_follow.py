@@ -229,6 +229,7 @@ def test_ft_serve_follow_runs_the_serve_flow(store: dict[str, Any], tmp_path: Pa
     ]
     cmd += ["--tracking-uri", store["uri"], "--port", str(port), "--backend", "transformers"]
     out, err = tmp_path / "ft.out", tmp_path / "ft.err"
+    done = r"Task run 'restart-\S+ - Finished in state Completed"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
     try:
@@ -244,7 +245,7 @@ def test_ft_serve_follow_runs_the_serve_flow(store: dict[str, Any], tmp_path: Pa
             assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
             seen.append(_ask(url))
         assert all(status == 200 for status, _, _ in seen), seen
-        while "stopped version 1" not in err.read_text():  # the restart task drains and stops v1
+        while len(re.findall(done, err.read_text())) < 2:  # the restart task drains and stops v1
             assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -253,7 +254,7 @@ def test_ft_serve_follow_runs_the_serve_flow(store: dict[str, Any], tmp_path: Pa
         if proc.poll() is None:
             stop_group(proc)
     log = out.read_text() + err.read_text()
-    assert len(re.findall(r"restart-\S+ - Finished in state Completed", log)) == 2, log  # a task run per move
+    assert len(re.findall(done, log)) == 2 and "stopped version 1" in log, log  # a task run per move
     ports = [int(p) for p in re.findall(rf"starting {NAME} version \d+ on port (\d+)", log)]
     assert len(ports) == 2 and "stopped: the front and the model servers are down" in log
     for backend_port in [*ports, port]:  # nothing listens any more: no server left behind
