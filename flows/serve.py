@@ -11,6 +11,7 @@ it started are stopped however it ends.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -62,7 +63,8 @@ def serve_champion(
     try:
         while True:
             try:
-                version = follower.pending()
+                with ftcore_logs():
+                    version = follower.pending()
             except Exception as exc:  # the registry is away for a moment: keep serving what we have
                 logger.warning("could not read the alias: %s", exc)
                 version = None
@@ -91,6 +93,7 @@ def _announce(url: str, spec: Any, follower: Follower) -> None:
 
 def follow_command(args: argparse.Namespace) -> int:
     """`ft serve TARGET --follow`: the serve flow, on the configured Prefect API or a temporary one."""
+    from flows.cli import _StderrHandler
     from flows.local_server import prefect_api
     from ftcore.serve.server import API_KEY_ENV
 
@@ -103,6 +106,11 @@ def follow_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the flow's `finally` stops servers
     try:
         with prefect_api():
+            # inside the flow, ftcore's lines reach the terminal (and the UI) through Prefect's loggers
+            ftcore_log = logging.getLogger("ftcore")
+            for handler in [h for h in ftcore_log.handlers if isinstance(h, _StderrHandler)]:
+                ftcore_log.removeHandler(handler)
+            ftcore_log.propagate = True
             serve_champion(
                 args.target,
                 args.overrides,

@@ -255,7 +255,7 @@ def test_ft_serve_follow_runs_the_serve_flow(store: dict[str, Any], tmp_path: Pa
             stop_group(proc)
     log = out.read_text() + err.read_text()
     assert len(re.findall(done, log)) == 2 and "stopped version 1" in log, log  # a task run per move
-    ports = [int(p) for p in re.findall(rf"starting {NAME} version \d+ on port (\d+)", log)]
+    ports = {int(p) for p in re.findall(rf"starting {NAME} version \d+ on port (\d+)", log)}
     assert len(ports) == 2 and "stopped: the front and the model servers are down" in log
     for backend_port in [*ports, port]:  # nothing listens any more: no server left behind
         with pytest.raises(httpx.ConnectError):
