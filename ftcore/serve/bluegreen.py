@@ -204,18 +204,6 @@ class Follower:
         )
         return Deployed(version, server, Upstream(server.url, key, name, str(version)))
 
-    def run(self, poll_s: float, should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Check every `poll_s` seconds until `should_stop()` (or Ctrl-C); registry errors are logged
-        and retried at the next poll, so a registry restart does not stop serving."""
-        while not should_stop():
-            try:
-                self.check()
-            except FtflowError:
-                raise
-            except Exception as exc:  # the registry is down for a moment: keep serving what we have
-                log.warning("could not read models:/%s@%s: %s", self.spec.model_name, self.spec.alias, exc)
-            _sleep_until(poll_s, should_stop)
-
     def close(self) -> None:
         """Stop the backend server (the front is the caller's)."""
         if self.serving is not None:
@@ -250,9 +238,3 @@ def _tag(client: Any, name: str, version: int, key: str, value: str) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _sleep_until(seconds: float, should_stop: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not should_stop():
-        time.sleep(min(0.2, seconds))
