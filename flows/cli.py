@@ -9,6 +9,7 @@ ft rollback NAME [--to V]       move champion back to the version it pointed to 
 ft config show CFG [...]        print the resolved config
 ft config schema                every config field with its description (JSON schema)
 ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME@ALIAS or a model folder
+ft serve TARGET --follow        serve the champion; restart blue/green when it moves (serve flow)
 ft chat URL [--model M]         chat with a server from the terminal
 ft env install NAME | list      side virtualenvs for vLLM and the quantizers
 ft doctor [CFG]                 check packages, device, Prefect / MLflow servers, caches, disk
@@ -182,6 +183,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         _ftcore_to_stderr()
         _quiet_libraries()
+        if args.command == "serve" and args.follow:
+            from flows.serve import follow_command
+
+            return follow_command(args)  # the serve flow: blue/green on each move of the alias
         return serve_cli.serve_command(args) if args.command == "serve" else serve_cli.chat_command(args)
     handler = _ftcore_to_stderr()  # before loading: the LLaMA-Factory adapter reports the keys it ignores
     _quiet_libraries()

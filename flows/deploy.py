@@ -24,6 +24,7 @@ DEFAULT_POOL = "ftflow-process"
 ENTRYPOINTS = {
     "finetune": "flows/finetune.py:finetune",
     "promote": "flows/promote.py:promote",
+    "serve": "flows/serve.py:serve_champion",  # long-running: the champion, blue/green on each move
 }
 Collision = Literal["enqueue", "cancel"]
 
@@ -48,6 +49,23 @@ def deployable_config(cfg: PipelineConfig) -> dict[str, Any]:
     data = cfg.data.model_copy(update={"dataset_dir": str(dataset_dir)})
     fixed = cfg.model_copy(update={"data": data, "workdir": str(cfg.workdir_path)})
     return fixed.model_dump(mode="json", exclude={"base_dir"})
+
+
+def flow_parameters(flow: str, cfg: PipelineConfig) -> dict[str, Any]:
+    """The deployment's parameters: the config for finetune / promote; for serve, what to follow (the
+    registry alias serve.model_alias of registry.model_name) and where the registry is."""
+    if flow != "serve":
+        return {"config": deployable_config(cfg)}
+    from ftcore.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+    return {
+        "target": f"models:/{cfg.registry.model_name}@{cfg.serve.model_alias}",
+        "tracking_uri": uri,
+        "port": cfg.serve.port,
+        "host": cfg.serve.host,
+        "backend": cfg.serve.backend,
+    }
 
 
 def deployment_name(cfg: PipelineConfig, name: str | None) -> str:
@@ -138,7 +156,7 @@ def deploy(
         interval=None if schedules else interval,
         schedules=schedules,
         paused=paused,
-        parameters={"config": deployable_config(cfg)},
+        parameters=flow_parameters(flow, cfg),
         concurrency_limit=ConcurrencyLimitConfig(limit=concurrency, collision_strategy=strategy),
         tags=["ftflow", f"job:{cfg.name}", f"stage:{cfg.train.stage}", f"model:{cfg.model.name_or_path}"],
         description=f"ftflow {flow} of job {cfg.name}",

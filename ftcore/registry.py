@@ -239,15 +239,19 @@ def download(tracking_uri: str, model_name: str, alias: str, dst: Path) -> Path:
     """Download `models:/<name>@<alias>` from its store into `dst`; returns its Hugging Face folder
     (the `model/` folder of an MLflow model, or the adapter folder), what serving and transformers load.
     """
-    from mlflow.artifacts import download_artifacts
-
     from ftcore.errors import ModelNotAvailableError
 
     version = get_version_by_alias(get_client(tracking_uri), model_name, alias)
     if version is None:
         uri = model_uri(model_name, alias)
         raise ModelNotAvailableError(f"registry: {uri} does not exist in {tracking_uri}")
-    source = version.source
+    return download_source(tracking_uri, version.source, dst)
+
+
+def download_source(tracking_uri: str, source: str, dst: Path) -> Path:
+    """Download one version's `source` into `dst`; returns its Hugging Face folder (see `download`)."""
+    from mlflow.artifacts import download_artifacts
+
     local = Path(download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
     return local / "model" if (local / "MLmodel").is_file() else local
 

@@ -84,6 +84,17 @@ def _text_of(message: ChatMessage) -> dict[str, Any]:
     return {**message.model_dump(exclude_none=True), "content": content or ""}
 
 
+def unauthorized(request: Request, wanted: bytes | None) -> Any:
+    """The 401 answer for a /v1 request without `Authorization: Bearer <wanted>`, else None."""
+    if wanted is None or not request.url.path.startswith("/v1"):
+        return None
+    header = request.headers.get("authorization", "")
+    given = header[7:].strip().encode() if header.lower().startswith("bearer ") else b""
+    if hmac.compare_digest(given, wanted):
+        return None
+    return _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
+
+
 def create_app(backend: Any, api_key: str | None = None) -> Any:
     """The FastAPI app serving `backend` (see TransformersBackend for what it must offer)."""
     from fastapi import FastAPI
@@ -94,14 +105,8 @@ def create_app(backend: Any, api_key: str | None = None) -> Any:
 
     @app.middleware("http")
     async def authorize(request: Request, call_next):
-        if wanted is not None and request.url.path.startswith("/v1"):
-            header = request.headers.get("authorization", "")
-            given = header[7:].strip().encode() if header.lower().startswith("bearer ") else b""
-            if not hmac.compare_digest(given, wanted):
-                return _error(
-                    401, "missing or wrong API key: send 'Authorization: Bearer KEY'", code="invalid_api_key"
-                )
-        return await call_next(request)
+        refused = unauthorized(request, wanted)
+        return refused if refused is not None else await call_next(request)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -34,6 +34,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--enforce-eager", action="store_true", help="vLLM: no graph compile (faster start)")
     serve.add_argument("--vllm-arg", action="append", default=[], metavar="ARG", help="extra vLLM argument")
+    serve.add_argument(
+        "--follow",
+        action="store_true",
+        help="serve the alias's version and restart (blue/green) when it moves",
+    )
+    serve.add_argument("--poll-s", type=float, default=10.0, help="--follow: seconds between registry checks")
     chat = sub.add_parser("chat", help=CHAT_HELP, description=CHAT_HELP)
     chat.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000/v1")
     chat.add_argument("--model", help="model name (default: the server's first)")

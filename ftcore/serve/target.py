@@ -8,10 +8,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.config.sections import ServeConfig
 from ftcore.errors import ConfigError, ModelNotAvailableError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger("ftcore.serve")
 
@@ -90,22 +94,30 @@ def _parse_model_uri(target: str) -> tuple[str, str]:
 def download_version(tracking_uri: str, name: str, alias: str) -> Path:
     """The version `name@alias` points at, downloaded once per version into FTFLOW_HOME/served."""
     from ftcore import registry, tracking
-    from ftcore.artifacts import atomic_dir, hash_json
-    from ftcore.builtin import ftflow_home
 
     tracking.check_reachable(tracking_uri)
     version = registry.get_version_by_alias(tracking.get_client(tracking_uri), name, alias)
     if version is None:
         raise ModelNotAvailableError(f"registry: models:/{name}@{alias} does not exist in {tracking_uri}")
+    return fetch_version(tracking_uri, name, version, f"models:/{name}@{alias}")
+
+
+def fetch_version(tracking_uri: str, name: str, version: ModelVersion, label: str) -> Path:
+    """One model version's Hugging Face folder, downloaded once into FTFLOW_HOME/served (by version,
+    not by alias: an alias that moves meanwhile does not change what is fetched)."""
+    from ftcore import registry
+    from ftcore.artifacts import atomic_dir, hash_json
+    from ftcore.builtin import ftflow_home
+
     home = ftflow_home() / "served" / hash_json(tracking_uri)[:12] / f"{name}-v{version.version}"
     marker = home / _LOCATION
     if not marker.is_file():
-        log.info("downloading models:/%s@%s (version %s)", name, alias, version.version)
+        log.info("downloading %s (version %s)", label, version.version)
         with atomic_dir(home) as tmp:
-            local = registry.download(tracking_uri, name, alias, tmp)
+            local = registry.download_source(tracking_uri, version.source, tmp)
             (tmp / _LOCATION).write_text(json.dumps({"path": str(local.relative_to(tmp))}))
     path = home / json.loads(marker.read_text())["path"]
-    check_model_dir(path, f"models:/{name}@{alias}")
+    check_model_dir(path, label)
     return path
 
 
