@@ -3,7 +3,8 @@
 ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, register)
 ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
 ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
-ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir)
+ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir), then
+                                quantize it when export.export_quantization_method is set
 ft promote CFG [key=value ...]  the gate: candidate -> champion when registry.gate passes
 ft rollback NAME [--to V]       move champion back to the version it pointed to before
 ft config show CFG [...]        print the resolved config
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "run": "run the whole pipeline as one Prefect flow run",
         "train": "fetch, preprocess and train (no Prefect)",
         "eval": "evaluate base and fine-tuned model on the held-out split (no Prefect)",
-        "export": "merge the LoRA adapter into the base model (no Prefect)",
+        "export": "merge the LoRA adapter into the base model, then quantize if a method is set (no Prefect)",
     }
     for name, text in helps.items():
         cmd = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES)
@@ -190,6 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             finetune(cfg)
         return 0
+    from ftcore.export import quantizers
     from ftcore.steps import run_local
 
     if args.command == "eval":
@@ -198,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     until, lookup = {
         "train": ("train", ()),
         "eval": ("evaluate", ("train",)),
-        "export": ("merge", ("train",)),
+        "export": ("quantize" if quantizers.enabled(cfg.export) else "merge", ("train",)),
     }[args.command]
     _print_artifacts(run_local(cfg, until=until, lookup=lookup))
     return 0

@@ -29,6 +29,7 @@ STEP_VERSIONS: dict[str, int] = {
     "train": 2,
     "evaluate": 3,
     "merge": 2,
+    "quantize": 1,
     "register": 3,
 }
 
@@ -46,6 +47,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
     ),
     "evaluate": ("ftcore/steps/evaluate.py", "ftcore/evaluate/*.py", "ftcore/modeling.py"),
     "merge": ("ftcore/steps/merge.py", "ftcore/export/*.py"),
+    "quantize": ("ftcore/steps/quantize.py", "ftcore/export/quantizers/*.py"),
     "register": ("ftcore/steps/register.py", "ftcore/registry.py"),
 }
 

@@ -57,6 +57,13 @@ KEY_MAP: dict[str, str] = {
     "report_to": "train.report_to",
     "resume_from_checkpoint": "train.resume_from_checkpoint",
     "export_dir": "export.export_dir",
+    "export_quantization_method": "export.export_quantization_method",
+    "export_quantization_bit": "export.export_quantization_bit",
+    "export_quantization_scheme": "export.export_quantization_scheme",
+    "export_quantization_dataset": "export.export_quantization_dataset",
+    "export_quantization_nsamples": "export.export_quantization_nsamples",
+    "export_quantization_maxlen": "export.export_quantization_maxlen",
+    "export_quantization_group_size": "export.export_quantization_group_size",
     "max_new_tokens": "eval.max_new_tokens",
 }
 

@@ -11,6 +11,7 @@ from ftcore.steps.local import external_adapter, find_trained, preflight
 from ftcore.steps.merge import merge
 from ftcore.steps.preprocess import preprocess
 from ftcore.steps.promote import promote
+from ftcore.steps.quantize import quantize
 from ftcore.steps.register import register
 from ftcore.steps.table import Step, plan, run_local, run_steps, steps
 from ftcore.steps.train import train
@@ -27,6 +28,7 @@ __all__ = [
     "preflight",
     "preprocess",
     "promote",
+    "quantize",
     "register",
     "run_local",
     "run_steps",

@@ -25,6 +25,7 @@ def preflight(cfg: PipelineConfig) -> None:
     from ftcore.builtin import BUILTINS
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
+    from ftcore.export.quantizers.calibration import check_quantization
     from ftcore.hub import resolve_model
     from ftcore.promote import check_config as check_gate
     from ftcore.steps.fetch import fetch_dataset
@@ -46,6 +47,7 @@ def preflight(cfg: PipelineConfig) -> None:
     if not dataset_dir.is_dir():
         raise ConfigError(f"data.dataset_dir: {dataset_dir} does not exist")
     check_gate(cfg)  # registry.promote needs the scores the gate compares
+    check_quantization(cfg)  # merge first, bits the method supports, its side env, calibration data
     check_outputs(cfg)  # workdir writable; a chosen output folder holds nothing ftflow did not write
     # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
     # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)

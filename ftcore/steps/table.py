@@ -60,6 +60,7 @@ class Step:
 
 def _steps() -> tuple[Step, ...]:
     from ftcore import steps
+    from ftcore.export import quantizers
     from ftcore.steps import keys
     from ftcore.steps.preprocess import resolve_template
     from ftcore.steps.register import assign_alias, is_registered
@@ -68,9 +69,11 @@ def _steps() -> tuple[Step, ...]:
     def preprocess_key(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> str:
         return keys.preprocess_key(cfg, model, dataset, resolve_template(cfg, model))
 
-    def register_key(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None) -> str:
+    def register_key(
+        cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None, quantized: Artifact | None
+    ) -> str:
         uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
-        return keys.register_key(cfg, merged, evaluation, uri)
+        return keys.register_key(cfg, merged, evaluation, uri, quantized)
 
     def has_adapter(cfg: PipelineConfig) -> bool:
         return bool(cfg.model.adapter_name_or_path)
@@ -105,12 +108,21 @@ def _steps() -> tuple[Step, ...]:
             enabled=lambda cfg: cfg.eval.enabled,
         ),
         Step("merge", steps.merge, "merged", ("model", "trained"), key=keys.merge_key),
+        # merged -> quantized export; calibrates on the tokenized training rows unless told otherwise
+        Step(
+            "quantize",
+            steps.quantize,
+            "quantized",
+            ("merged", "tokenized"),
+            key=keys.quantize_key,
+            enabled=lambda cfg: quantizers.enabled(cfg.export),
+        ),
         Step(
             "register",
             steps.register,
             "registered",
-            ("merged", "eval"),
-            optional=frozenset({"eval"}),
+            ("merged", "eval", "quantized"),
+            optional=frozenset({"eval", "quantized"}),
             key=register_key,
             enabled=registry_on,
             retries=2,
