@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def main(args_path: str) -> None:
@@ -18,7 +19,7 @@ def main(args_path: str) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
-    args = json.loads(open(args_path, encoding="utf-8").read())
+    args = json.loads(Path(args_path).read_text(encoding="utf-8"))
     trust = bool(args.get("trust_remote_code"))
     tokenizer = AutoTokenizer.from_pretrained(args["model_dir"], trust_remote_code=trust)
     with open(args["calibration"], encoding="utf-8") as handle:

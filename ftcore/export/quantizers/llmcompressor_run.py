@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def main(args_path: str) -> None:
@@ -20,14 +21,14 @@ def main(args_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
-    args = json.loads(open(args_path, encoding="utf-8").read())
+    args = json.loads(Path(args_path).read_text(encoding="utf-8"))
     trust = bool(args.get("trust_remote_code"))
     tokenizer = AutoTokenizer.from_pretrained(args["model_dir"], trust_remote_code=trust)
     model = AutoModelForCausalLM.from_pretrained(args["model_dir"], dtype="auto", trust_remote_code=trust)
     with open(args["calibration"], encoding="utf-8") as handle:
         texts = [json.loads(line)["text"] for line in handle if line.strip()][: args["nsamples"]]
     encoded = tokenizer(texts, truncation=True, max_length=args["maxlen"], add_special_tokens=False)
-    dataset = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    dataset = Dataset.from_dict({name: encoded[name] for name in ("input_ids", "attention_mask")})
     scheme = args["scheme"]
     if scheme == "W4A16":  # the preset's group size is 128: the configured one is spelled out
         weights = {
