@@ -37,13 +37,12 @@ PROMPTS = [
 ]
 MAX_NEW_TOKENS = 6
 # method/scheme -> minimum cosine similarity of last-token logits (measured minimum, with margin)
+# (measured 2026-11-28: bnb 0.959, W4A16 0.959, W8A8 0.9993; see README "Quantized export")
 TOLERANCE = {
-    "bnb": 0.85,
-    "llmcompressor-W4A16": 0.85,
-    "llmcompressor-W8A8": 0.95,
-    "llmcompressor-W8A16": 0.98,
-    "gptqmodel-4": 0.85,
-    "gptqmodel-8": 0.98,
+    "bnb": 0.90,
+    "llmcompressor-W4A16": 0.90,
+    "llmcompressor-W8A8": 0.99,
+    "gptqmodel-4": 0.90,
 }
 LOGITS_SCRIPT = REPO / "tests" / "quantized_logits.py"
 
@@ -225,8 +224,6 @@ def test_missing_side_env_says_how_to_install_it(tmp_path: Path, monkeypatch: py
 def test_missing_calibration_data_is_named(tmp_path: Path) -> None:
     export = {"export_quantization_method": "gptqmodel", "export_quantization_dataset": "calib.jsonl"}
     cfg = small_config(tmp_path, export=export)
-    if not venvs.is_installed("gptqmodel"):
-        pytest.skip("side env 'gptqmodel' not installed: run `ft env install gptqmodel` (CI does)")
     from ftcore.export.quantizers.calibration import check_quantization
 
     with pytest.raises(ConfigError, match=r"export\.export_quantization_dataset: file .*calib\.jsonl"):

@@ -77,8 +77,9 @@ def enabled(export: ExportConfig) -> bool:
     return resolve(export).method != "none"
 
 
-def check(export: ExportConfig) -> None:
-    """Refuse what cannot work, naming the key, before any heavy work (preflight calls this)."""
+def check(export: ExportConfig, side_env: bool = True) -> None:
+    """Refuse what cannot work, naming the key, before any heavy work (preflight calls this); with
+    `side_env`, also a method whose side virtualenv is not installed."""
     q = resolve(export)
     if q.method == "none":
         return
@@ -100,7 +101,7 @@ def check(export: ExportConfig) -> None:
             f"export.export_quantization_scheme: {scheme} has {scheme[1]}-bit weights but "
             f"export.export_quantization_bit is {bit}"
         )
-    if q.method in SIDE_ENV_METHODS:
+    if side_env and q.method in SIDE_ENV_METHODS:
         from ftcore import venvs
 
         venvs.require(q.method)  # a missing side environment says how to install it

@@ -39,9 +39,10 @@ def check_quantization(cfg: PipelineConfig) -> None:
     """Preflight: the quantization settings work together and the calibration source exists."""
     from ftcore.export import quantizers
 
-    quantizers.check(cfg.export)
+    quantizers.check(cfg.export, side_env=False)
     if quantizers.resolve(cfg.export).needs_calibration:
         _source(cfg)
+    quantizers.check(cfg.export)  # the side environment last: the config's own errors come first
 
 
 def fingerprint(cfg: PipelineConfig, tokenized: Artifact | None) -> str:
