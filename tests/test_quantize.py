@@ -14,6 +14,7 @@ see TOLERANCE.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -279,3 +280,19 @@ def test_register_keeps_the_quantized_export_in_its_version(job: SimpleNamespace
     plain = steps.register(cfg, job.merged, None)
     assert plain.metadata["version"] != registered.metadata["version"]
     assert "ftflow.quantization.method" not in plain.metadata["tags"]
+
+
+def test_ft_export_runs_up_to_quantize_without_retraining_or_remerging(job: SimpleNamespace) -> None:
+    from flows.cli import main
+
+    cfg_file = job.workdir.parent / "export.yaml"
+    cfg_file.write_text(config(job).model_dump_json())  # JSON is YAML
+    key = quantize_key(config(job, export_quantization_method="bnb"), job.merged, job.data)
+    expected = job.workdir / f"quantized-{key[:12]}"
+    shutil.rmtree(expected, ignore_errors=True)  # made by an earlier test of this module, if any
+    before = {name: sorted(job.workdir.glob(f"{name}-*")) for name in ("train", "merged")}
+    assert main(["export", str(cfg_file), "export.export_quantization_method=bnb"]) == 0
+    # a quantization setting is not in the merge key: the finished training and merge are reused
+    assert {name: sorted(job.workdir.glob(f"{name}-*")) for name in ("train", "merged")} == before
+    assert quant_config_of(str(expected))["quant_method"] == "bitsandbytes"
+    assert (expected / "ftflow-manifest.json").is_file()

@@ -193,7 +193,10 @@ def evaluate_base_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> s
 
 
 def merge_key(cfg: PipelineConfig, model: Artifact, trained: Artifact) -> str:
-    return step_key("merge", section(cfg.export, {"export_dir"}), [model.fingerprint, trained.fingerprint])
+    """The quantization settings are the quantize step's: choosing another never re-merges."""
+    fields = type(cfg.export).model_fields
+    skip = {"export_dir"} | {name for name in fields if name.startswith("export_quantization_")}
+    return step_key("merge", section(cfg.export, skip), [model.fingerprint, trained.fingerprint])
 
 
 def quantize_key(cfg: PipelineConfig, merged: Artifact, tokenized: Artifact | None) -> str:
