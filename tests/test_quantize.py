@@ -296,3 +296,18 @@ def test_ft_export_runs_up_to_quantize_without_retraining_or_remerging(job: Simp
     assert {name: sorted(job.workdir.glob(f"{name}-*")) for name in ("train", "merged")} == before
     assert quant_config_of(str(expected))["quant_method"] == "bitsandbytes"
     assert (expected / "ftflow-manifest.json").is_file()
+
+
+def test_export_dir_names_the_quantized_folder_and_user_data_is_refused(
+    job: SimpleNamespace, tmp_path: Path
+) -> None:
+    cfg = config(job, export_quantization_method="bnb", export_dir=str(tmp_path / "out"))
+    quantized = steps.quantize(cfg, job.merged, job.data)
+    assert quantized.path == str(tmp_path / "out-bnb-nf4")
+    mine = tmp_path / "mine"
+    (mine.parent / "mine-bnb-nf4").mkdir()
+    (mine.parent / "mine-bnb-nf4" / "notes.txt").write_text("the user's")
+    cfg = config(job, export_quantization_method="bnb", export_dir=str(mine))
+    with pytest.raises(ConfigError, match="export.export_dir: .*ftflow did not write"):
+        steps.quantize(cfg, job.merged, job.data)
+    assert (mine.parent / "mine-bnb-nf4" / "notes.txt").read_text() == "the user's"
