@@ -308,6 +308,6 @@ def test_export_dir_names_the_quantized_folder_and_user_data_is_refused(
     (mine.parent / "mine-bnb-nf4").mkdir()
     (mine.parent / "mine-bnb-nf4" / "notes.txt").write_text("the user's")
     cfg = config(job, export_quantization_method="bnb", export_dir=str(mine))
-    with pytest.raises(ConfigError, match="export.export_dir: .*ftflow did not write"):
+    with pytest.raises(ConfigError, match=r"export\.export_dir: .*ftflow did not write"):
         steps.quantize(cfg, job.merged, job.data)
     assert (mine.parent / "mine-bnb-nf4" / "notes.txt").read_text() == "the user's"
