@@ -9,6 +9,7 @@ logits per prompt], "generated": [new token ids per prompt]} to "out".
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def main(args_path: str) -> None:
     import torch
 
     args = json.loads(Path(args_path).read_text(encoding="utf-8"))
+    os.chdir(Path(args_path).resolve().parent)  # the library's own log files land beside ours
     if args["loader"] == "gptqmodel":
         from gptqmodel import GPTQModel
 

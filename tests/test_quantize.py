@@ -43,7 +43,9 @@ TOLERANCE = {
     "bnb": 0.90,
     "llmcompressor-W4A16": 0.90,
     "llmcompressor-W8A8": 0.99,
+    "llmcompressor-W8A16": 0.99,
     "gptqmodel-4": 0.90,
+    "gptqmodel-8": 0.99,
 }
 LOGITS_SCRIPT = REPO / "tests" / "quantized_logits.py"
 
@@ -145,7 +147,7 @@ def test_bnb_nf4_reloads_in_transformers_and_stays_close(job: SimpleNamespace) -
 
 
 @needs_side_env("llmcompressor")
-@pytest.mark.parametrize("scheme", ["W4A16", "W8A8"])
+@pytest.mark.parametrize("scheme", ["W4A16", "W8A8", "W8A16"])
 def test_llmcompressor_exports_compressed_tensors(job: SimpleNamespace, scheme: str, tmp_path: Path) -> None:
     cfg = config(job, export_quantization_method="llmcompressor", export_quantization_scheme=scheme)
     quantized = steps.quantize(cfg, job.merged, job.data)
@@ -158,13 +160,14 @@ def test_llmcompressor_exports_compressed_tensors(job: SimpleNamespace, scheme: 
 
 
 @needs_side_env("gptqmodel")
-def test_gptqmodel_exports_gptq(job: SimpleNamespace, tmp_path: Path) -> None:
-    cfg = config(job, export_quantization_method="gptqmodel", export_quantization_bit=4)
+@pytest.mark.parametrize("bit", [4, 8])
+def test_gptqmodel_exports_gptq(job: SimpleNamespace, bit: int, tmp_path: Path) -> None:
+    cfg = config(job, export_quantization_method="gptqmodel", export_quantization_bit=bit)
     quantized = steps.quantize(cfg, job.merged, job.data)
     qc = quant_config_of(quantized.path)
-    assert qc["quant_method"] == "gptq" and qc["bits"] == 4 and qc["group_size"] == 128
+    assert qc["quant_method"] == "gptq" and qc["bits"] == bit and qc["group_size"] == 128
     got = side_env_scores("gptqmodel", quantized.path, "gptqmodel", job.prompts, tmp_path)
-    check_close(job, got, "gptqmodel-4")
+    check_close(job, got, f"gptqmodel-{bit}")
 
 
 def test_quantize_key_moves_with_what_changes_the_result(job: SimpleNamespace) -> None:

@@ -9,6 +9,7 @@ config.json) that vLLM serves and gptqmodel (or transformers with optimum) reloa
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def main(args_path: str) -> None:
 
     torch.manual_seed(0)
     args = json.loads(Path(args_path).read_text(encoding="utf-8"))
+    os.chdir(Path(args_path).resolve().parent)  # the library's own log files land beside ours
     trust = bool(args.get("trust_remote_code"))
     tokenizer = AutoTokenizer.from_pretrained(args["model_dir"], trust_remote_code=trust)
     with open(args["calibration"], encoding="utf-8") as handle:

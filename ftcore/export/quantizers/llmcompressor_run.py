@@ -9,6 +9,7 @@ trust_remote_code. W4A16 and W8A16 run GPTQ; W8A8 smooths activations first (Smo
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def main(args_path: str) -> None:
 
     torch.manual_seed(0)
     args = json.loads(Path(args_path).read_text(encoding="utf-8"))
+    os.chdir(Path(args_path).resolve().parent)  # the library's own log files land beside ours
     trust = bool(args.get("trust_remote_code"))
     tokenizer = AutoTokenizer.from_pretrained(args["model_dir"], trust_remote_code=trust)
     model = AutoModelForCausalLM.from_pretrained(args["model_dir"], dtype="auto", trust_remote_code=trust)
