@@ -3,7 +3,8 @@
 ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, register)
 ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
 ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
-ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir)
+ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir), then
+                                quantize it when export.export_quantization_method is set
 ft promote CFG [key=value ...]  the gate: candidate -> champion when registry.gate passes
 ft rollback NAME [--to V]       move champion back to the version it pointed to before
 ft config show CFG [...]        print the resolved config
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         "run": "run the whole pipeline as one Prefect flow run",
         "train": "fetch, preprocess and train (no Prefect)",
         "eval": "evaluate base and fine-tuned model on the held-out split (no Prefect)",
-        "export": "merge the LoRA adapter into the base model (no Prefect)",
+        "export": "merge the LoRA adapter into the base model, then quantize if a method is set (no Prefect)",
     }
     for name, text in helps.items():
         cmd = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES)
@@ -214,10 +215,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     until, lookup = {
         "train": ("train", ()),
         "eval": ("evaluate", ("train",)),
-        "export": ("push" if cfg.export.export_hub_model_id else "merge", ("train",)),
+        "export": (_export_target(cfg), ("train",)),
     }[args.command]
     _print_artifacts(run_local(cfg, until=until, lookup=lookup))
     return 0
+
+
+def _export_target(cfg: Any) -> str:
+    """`ft export` runs up to the last export step the config asks for: push, else quantize, else merge."""
+    from ftcore.export import quantizers
+
+    if cfg.export.export_hub_model_id:
+        return "push"
+    return "quantize" if quantizers.enabled(cfg.export) else "merge"
 
 
 if __name__ == "__main__":

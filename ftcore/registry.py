@@ -37,6 +37,9 @@ EVAL_CONFIG_TAG = f"{TAG_PREFIX}eval_config"  # hash of the eval settings that s
 HISTORY_TAG = f"{TAG_PREFIX}champion_history"  # on the registered model: JSON list of champion moves
 HISTORY_KEEP = 500  # moves kept (a registry tag holds 100k characters; a move is ~90)
 _READY_TIMEOUT_S = 300.0
+# a quantized export is a sub-artifact of its version's logged model, in this folder of it
+QUANTIZED_DIR = "quantized"
+QUANTIZED_PATH_TAG = f"{TAG_PREFIX}quantization.path"
 
 
 def register_model(
@@ -101,6 +104,7 @@ def log_model(
     model_dir: Path,
     name: str,
     trust_remote_code: bool = False,
+    quantized_dir: Path | None = None,
 ) -> tuple[str, str]:
     """Upload `model_dir` as an MLflow logged model of its own; returns (model id, its artifact URI).
 
@@ -110,6 +114,7 @@ def log_model(
     `mlflow.transformers.load_model` and `mlflow models serve` can use it, whose `model/` folder is
     the complete Hugging Face folder (weights, tokenizer, chat template, ftflow manifest) for
     transformers and vLLM. An adapter is uploaded as its plain folder (it needs its base to load).
+    A quantized export (`quantized_dir`) goes into the same logged model, as its `quantized/` folder.
     """
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
@@ -131,6 +136,8 @@ def log_model(
                 client.log_model_artifacts(logged.model_id, str(local))
         else:
             client.log_model_artifacts(logged.model_id, str(model_dir))
+        if quantized_dir is not None:
+            client.log_model_artifacts(logged.model_id, str(quantized_dir), QUANTIZED_DIR)
         if run_id:
             client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)

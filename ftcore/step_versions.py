@@ -29,6 +29,7 @@ STEP_VERSIONS: dict[str, int] = {
     "train": 2,
     "evaluate": 4,
     "merge": 3,
+    "quantize": 1,
     "register": 3,
 }
 
@@ -53,6 +54,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/modeling.py",
     ),
     "merge": ("ftcore/steps/merge.py", "ftcore/export/*.py"),
+    "quantize": ("ftcore/steps/quantize.py", "ftcore/export/quantizers/*.py"),
     "register": ("ftcore/steps/register.py", "ftcore/registry.py"),
 }
 

@@ -200,3 +200,15 @@ def test_source_change_without_version_bump_is_caught(tmp_path: Path, monkeypatc
     bumped = step_versions.stale_steps(recorded, tmp_path)
     assert "not recorded" in bumped[0] and "bump" not in bumped[0]
     assert step_versions.stale_steps(step_versions.current_record(tmp_path), tmp_path) == []
+
+
+def test_a_config_dumped_and_loaded_again_keys_the_same() -> None:
+    """`ft export` of a config a deployment or `ft config show` wrote must reuse the same steps: an int
+    default of a float field (export_size 5 vs 5.0) once keyed the merge differently."""
+    import json
+
+    from ftcore.config import PipelineConfig, load_config
+
+    for cfg in (PipelineConfig(), load_config(REPO / "configs" / "quickstart.yaml")):
+        again = load_config(json.loads(cfg.model_dump_json()))
+        assert json.dumps(cfg.model_dump(mode="json")) == json.dumps(again.model_dump(mode="json"))

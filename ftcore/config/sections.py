@@ -26,8 +26,14 @@ class Section(BaseModel):
     """Base for all config sections: unknown keys are errors, values are validated on assignment."""
 
     # coerce_numbers_to_str: `model.revision=20240101` on the command line is a revision, not an error
+    # validate_default: a default is coerced like a value from YAML (an int default of a float field
+    # becomes a float), so a config dumped and loaded again keys its steps the same
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, protected_namespaces=(), coerce_numbers_to_str=True
+        extra="forbid",
+        validate_assignment=True,
+        validate_default=True,
+        protected_namespaces=(),
+        coerce_numbers_to_str=True,
     )
 
 
@@ -202,7 +208,7 @@ def _refuse_legacy_format(value: bool) -> bool:
 class ExportConfig(Section):
     # merge settings (the merge step's key); the quantize step's settings follow below
     export_size: float = Field(
-        5,
+        5.0,
         gt=0,
         description="Largest weight shard of the merged model, in GB (LLaMA-Factory's export_size): "
         "bigger models are split into shards plus model.safetensors.index.json.",
@@ -228,6 +234,38 @@ class ExportConfig(Section):
         True, description="Merge the LoRA adapter into the base model (no-op for full tuning)."
     )
     export_dir: str | None = Field(None, description="Where the merged model goes; defaults to the workdir.")
+    # quantized export (the quantize step, after merge); names follow LLaMA-Factory's export keys
+    export_quantization_method: Literal["none", "llmcompressor", "gptqmodel", "bnb"] | None = Field(
+        None,
+        description="Quantized export after the merge: llmcompressor (compressed-tensors), gptqmodel (GPTQ) "
+        "or bnb (bitsandbytes nf4); none turns it off. Unset: gptqmodel when export_quantization_bit is "
+        "set (as LLaMA-Factory does), else none.",
+    )
+    export_quantization_bit: Literal[4, 8] | None = Field(
+        None, description="Weight bits of the quantized export (bnb: 4 only); unset means 4."
+    )
+    export_quantization_scheme: Literal["W4A16", "W8A8", "W8A16"] | None = Field(
+        None,
+        description="llm-compressor scheme (llmcompressor only); unset: W4A16 for 4 bits, W8A8 for 8.",
+    )
+    export_quantization_dataset: str | None = Field(
+        None,
+        description="Calibration data (llmcompressor, gptqmodel): a dataset name from data.dataset_dir's "
+        'dataset_info.json, or a .txt (one text per line) / .jsonl ({"text": ...}) file; unset: the '
+        "job's own training rows as the model sees them (chat template applied).",
+    )
+    export_quantization_nsamples: int = Field(
+        128, gt=0, description="How many calibration texts to use (fewer when the data has fewer)."
+    )
+    export_quantization_maxlen: int = Field(
+        1024, gt=0, description="Calibration texts are truncated to this many tokens."
+    )
+    export_quantization_group_size: int = Field(
+        128,
+        gt=0,
+        description="Weights share one scale per this many input columns (4-bit llmcompressor W4A16 and "
+        "gptqmodel); every quantized layer's input width must be a multiple of it.",
+    )
 
 
 class GateRule(Section):

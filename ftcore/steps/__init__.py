@@ -12,6 +12,7 @@ from ftcore.steps.merge import merge
 from ftcore.steps.preprocess import preprocess
 from ftcore.steps.promote import promote
 from ftcore.steps.push import push
+from ftcore.steps.quantize import quantize
 from ftcore.steps.register import register
 from ftcore.steps.table import Step, plan, run_local, run_steps, steps
 from ftcore.steps.train import train
@@ -29,6 +30,7 @@ __all__ = [
     "preprocess",
     "promote",
     "push",
+    "quantize",
     "register",
     "run_local",
     "run_steps",

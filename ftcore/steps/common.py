@@ -15,7 +15,7 @@ log = logging.getLogger("ftcore.steps")
 
 
 # the config key that chooses each step's folder, named when that folder is refused
-CHOSEN_BY = {"train": "train.output_dir", "merged": "export.export_dir"}
+CHOSEN_BY = {"train": "train.output_dir", "merged": "export.export_dir", "quantized": "export.export_dir"}
 
 
 def step_dir(cfg: PipelineConfig, step: str, key: str, chosen: str | None = None) -> Path:

@@ -224,13 +224,34 @@ def merge_key(
     return step_key("merge", {}, [weights, evaluation.fingerprint if evaluation else "not-evaluated"])
 
 
+def quantize_key(cfg: PipelineConfig, merged: Artifact, tokenized: Artifact | None) -> str:
+    """The resolved quantization settings, the merged model and the calibration data (only for the
+    methods that calibrate: bnb nf4 is the same whatever the data)."""
+    import dataclasses
+
+    from ftcore.export import quantizers
+    from ftcore.export.quantizers import calibration
+
+    q = quantizers.resolve(cfg.export)
+    settings = dataclasses.asdict(q)
+    inputs = [merged.fingerprint]
+    if q.needs_calibration:
+        inputs.append(calibration.fingerprint(cfg, tokenized))
+    else:  # no calibration: these cannot change the result
+        for name in ("group_size", "nsamples", "maxlen", "dataset"):
+            settings.pop(name)
+    return step_key("quantize", {**settings, "trust_remote_code": cfg.model.trust_remote_code}, inputs)
+
+
 def register_key(
-    cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None, tracking_uri: str
+    cfg: PipelineConfig,
+    merged: Artifact,
+    evaluation: Artifact | None,
+    tracking_uri: str,
+    quantized: Artifact | None = None,
 ) -> str:
     """The alias is not in the key: moving it is a pointer move (register.assign_alias), not a version."""
-    return step_key(
-        "register",
-        section(cfg.registry, REGISTRY_NOT_IN_KEY),
-        [merged.fingerprint, evaluation.fingerprint if evaluation else ""],
-        extra=tracking_uri,
-    )
+    inputs = [merged.fingerprint, evaluation.fingerprint if evaluation else ""]
+    if quantized is not None:  # keys of versions without a quantized export stay as they were
+        inputs.append(quantized.fingerprint)
+    return step_key("register", section(cfg.registry, REGISTRY_NOT_IN_KEY), inputs, extra=tracking_uri)

@@ -28,6 +28,7 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
     from ftcore.builtin import BUILTINS
     from ftcore.data.template import get_template
     from ftcore.errors import ModelNotAvailableError
+    from ftcore.export.quantizers.calibration import check_quantization
     from ftcore.hub import resolve_model
     from ftcore.promote import check_config as check_gate
     from ftcore.steps.fetch import fetch_dataset
@@ -61,6 +62,7 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
         from ftcore.evaluate.benchmarks import check_tasks
 
         check_tasks(cfg.eval.tasks)
+    check_quantization(cfg)  # merge first, bits the method supports, its side env, calibration data
     check_outputs(cfg)  # workdir writable; a chosen output folder holds nothing ftflow did not write
     # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses
     # (a bad file or row is named here, before any heavy work; nothing is written to the workdir)

@@ -95,13 +95,20 @@ def merge(
     return artifact
 
 
-def write_docs(out: Path, cfg: PipelineConfig, lineage: dict[str, Any], metrics: dict | None) -> None:
-    """README.md (model card) and, when the chat template is known, the Ollama Modelfile."""
+def write_docs(
+    out: Path,
+    cfg: PipelineConfig,
+    lineage: dict[str, Any],
+    metrics: dict | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """README.md (model card) and, when the chat template is known, the Ollama Modelfile; `extra`
+    adds rows to the card's export table (the quantized export's settings)."""
     from ftcore.data.template import infer_template
     from ftcore.export.card import write_model_card
     from ftcore.export.modelfile import write_modelfile
 
-    write_model_card(out, cfg, lineage, metrics, None)
+    write_model_card(out, cfg, lineage, metrics, extra)
     template = lineage.get("template") or infer_template(out)
     if template:
         write_modelfile(out, template)

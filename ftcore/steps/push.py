@@ -10,15 +10,17 @@ from ftcore.artifacts import Artifact
 from ftcore.config.pipeline import PipelineConfig
 
 
-def push(cfg: PipelineConfig, merged: Artifact) -> Artifact:
-    """Upload the merged (or full fine-tuned) model folder; the artifact's path is the commit URL."""
+def push(cfg: PipelineConfig, merged: Artifact, quantized: Artifact | None = None) -> Artifact:
+    """Upload the quantized export when there is one, else the merged (or full fine-tuned) model
+    folder; the artifact's path is the commit URL."""
     from ftcore.export.push import push_folder
 
+    source = quantized or merged
     repo_id = cfg.export.export_hub_model_id or ""
-    url = push_folder(merged.path, repo_id, cfg.export.export_hub_private)
+    url = push_folder(source.path, repo_id, cfg.export.export_hub_private)
     return Artifact(
         kind="pushed",
         path=url,
-        fingerprint=merged.fingerprint,
-        metadata={"repo_id": repo_id, "source": merged.path},
+        fingerprint=source.fingerprint,
+        metadata={"repo_id": repo_id, "source": source.path},
     )

@@ -26,12 +26,17 @@ def config_hash(cfg: PipelineConfig) -> str:
     return hash_json(cfg.model_dump(mode="json", exclude={"base_dir", "name", "workdir", "serve"}))
 
 
-def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None) -> Artifact:
-    """Create (or find, when it exists under the same key) the model version, then set the alias."""
+def register(
+    cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None, quantized: Artifact | None = None
+) -> Artifact:
+    """Create (or find, when it exists under the same key) the model version, then set the alias.
+
+    A quantized export is part of the same version: its folder is the `quantized/` sub-artifact of the
+    version's logged model, described by ftflow.quantization.* tags."""
     from ftcore import registry
 
     job = JobRun(cfg)
-    key = register_key(cfg, merged, evaluation, job.uri)
+    key = register_key(cfg, merged, evaluation, job.uri, quantized)
     name = cfg.registry.model_name
     metrics = evaluation.metadata.get("metrics", {}) if evaluation else {}
     tags = registry.lineage_tags(
@@ -44,23 +49,40 @@ def register(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None)
         eval_fingerprint=evaluation.metadata.get("eval_fingerprint", "") if evaluation else "",
         eval_config=evaluation.metadata.get("eval_config", "") if evaluation else "",
     )
+    if quantized is not None:
+        tags.update(quantized.metadata.get("tags", {}))
+        tags[registry.QUANTIZED_PATH_TAG] = registry.QUANTIZED_DIR
     existing = registry.find_version_by_key(job.client, name, key)
     if existing is not None:
         log.info("[register] %s version %s exists for this key", name, existing.version)
         info = {"name": name, "version": int(existing.version), "source": existing.source}
         info.update(run_id=existing.run_id, model_id=getattr(existing, "model_id", None))
     else:
-        info = _upload(cfg, job, key, merged, tags)
+        info = _upload(cfg, job, key, merged, tags, quantized)
     registered = Artifact(
         kind="registered",
         path=f"models:/{name}/{info['version']}",  # the version, not the alias: aliases move
         fingerprint=hash_json([key, info["version"]]),
-        metadata={"key": key, "tracking_uri": job.uri, "merged_path": merged.path, **info, "tags": tags},
+        metadata={
+            "key": key,
+            "tracking_uri": job.uri,
+            "merged_path": merged.path,
+            "quantized_path": quantized.path if quantized is not None else None,
+            **info,
+            "tags": tags,
+        },
     )
     return assign_alias(cfg, registered)
 
 
-def _upload(cfg: PipelineConfig, job: JobRun, key: str, merged: Artifact, tags: dict[str, str]) -> dict:
+def _upload(
+    cfg: PipelineConfig,
+    job: JobRun,
+    key: str,
+    merged: Artifact,
+    tags: dict[str, str],
+    quantized: Artifact | None = None,
+) -> dict:
     """Log the model under the training run (or a register run of its own, ended here) and register it."""
     from ftcore import registry
 
@@ -79,6 +101,7 @@ def _upload(cfg: PipelineConfig, job: JobRun, key: str, merged: Artifact, tags: 
             Path(merged.path),
             cfg.registry.model_name,
             cfg.model.trust_remote_code,
+            quantized_dir=Path(quantized.path) if quantized is not None else None,
         )
         info = registry.register_model(
             job.client, cfg.registry.model_name, job.run_id, source, tags, key, model_id=model_id

@@ -65,6 +65,7 @@ class Step:
 
 def _steps() -> tuple[Step, ...]:
     from ftcore import steps
+    from ftcore.export import quantizers
     from ftcore.steps import keys
     from ftcore.steps.evaluate import COMPARISON
     from ftcore.steps.preprocess import resolve_template
@@ -74,9 +75,11 @@ def _steps() -> tuple[Step, ...]:
     def preprocess_key(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> str:
         return keys.preprocess_key(cfg, model, dataset, resolve_template(cfg, model))
 
-    def register_key(cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None) -> str:
+    def register_key(
+        cfg: PipelineConfig, merged: Artifact, evaluation: Artifact | None, quantized: Artifact | None
+    ) -> str:
         uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
-        return keys.register_key(cfg, merged, evaluation, uri)
+        return keys.register_key(cfg, merged, evaluation, uri, quantized)
 
     def has_adapter(cfg: PipelineConfig) -> bool:
         return bool(cfg.model.adapter_name_or_path)
@@ -120,20 +123,31 @@ def _steps() -> tuple[Step, ...]:
             soft=frozenset({"eval"}),
             key=keys.merge_key,
         ),
-        # the export folder to the Hugging Face Hub, in one commit (an action: the Hub may have moved)
+        # merged -> quantized export; calibrates on the tokenized training rows unless told otherwise
+        Step(
+            "quantize",
+            steps.quantize,
+            "quantized",
+            ("merged", "tokenized"),
+            key=keys.quantize_key,
+            enabled=lambda cfg: quantizers.enabled(cfg.export),
+        ),
+        # the export folder to the Hugging Face Hub, in one commit (an action: the Hub may have moved);
+        # the quantized export when there is one, as LLaMA-Factory pushes it
         Step(
             "push",
             steps.push,
             "pushed",
-            ("merged",),
+            ("merged", "quantized"),
+            optional=frozenset({"quantized"}),
             enabled=lambda cfg: bool(cfg.export.export_hub_model_id),
         ),
         Step(
             "register",
             steps.register,
             "registered",
-            ("merged", "eval"),
-            optional=frozenset({"eval"}),
+            ("merged", "eval", "quantized"),
+            optional=frozenset({"eval", "quantized"}),
             key=register_key,
             enabled=registry_on,
             retries=2,
