@@ -86,7 +86,7 @@ def test_shipped_config_passes_preflight(path: Path, monkeypatch: pytest.MonkeyP
     adapter = cfg.model.adapter_name_or_path
     if adapter and not cfg.resolve_input(adapter).exists():
         # an export config over the adapter another config trains: until then, a clear error
-        with pytest.raises(ConfigError, match="model.adapter_name_or_path"):
+        with pytest.raises(ConfigError, match=r"model\.adapter_name_or_path"):
             preflight(cfg)
         return
     preflight(cfg)
