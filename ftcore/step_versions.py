@@ -28,7 +28,7 @@ STEP_VERSIONS: dict[str, int] = {
     "preprocess": 2,
     "train": 2,
     "evaluate": 4,
-    "merge": 3,
+    "merge": 4,
     "quantize": 1,
     "register": 3,
 }

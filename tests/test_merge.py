@@ -56,18 +56,31 @@ def test_merged_model_matches_base_plus_adapter(tmp_path: Path) -> None:
     assert not is_present(merged)
 
 
-def test_full_finetune_is_its_own_merged_model(tmp_path: Path) -> None:
+def test_full_finetune_exports_its_weights_with_card_and_modelfile(tmp_path: Path) -> None:
+    """A full fine-tune's export is a folder of its own: the trained weights (hard links, the same
+    bytes), a model card and an Ollama Modelfile; dtype asks for a re-save, never touching training."""
+    import os
+
     cfg = small_config(
         tmp_path / "job", "train.report_to=none", "train.finetuning_type=full", "train.max_steps=2"
     )
     model, data = prepared_inputs(cfg)
     trained = steps.train(cfg, model, data)
     merged = steps.merge(cfg, model, trained)
-    assert merged.kind == "merged"
-    assert merged.path == trained.path
+    out, src = Path(merged.path), Path(trained.path)
+    assert merged.kind == "merged" and out != src
+    assert (out / "README.md").is_file() and (out / "Modelfile").is_file()
+    for weights in src.glob("*.safetensors"):
+        assert os.path.samefile(weights, out / weights.name)  # linked, not copied
     assert is_present(merged) and is_present(trained)
-    (Path(trained.path).parent / "ftflow-manifest.json").unlink()
-    assert not is_present(merged), "without its manifest the training is unfinished"
+    half = steps.merge(
+        cfg.model_copy(update={"export": cfg.export.model_copy(update={"dtype": "float16"})}), model, trained
+    )
+    assert Path(half.path) != out
+    config = json.loads((Path(half.path) / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "float16"
+    assert not any(os.path.samefile(w, Path(half.path) / w.name) for w in src.glob("*.safetensors"))
+    assert json.loads((src / "config.json").read_text()).get("dtype") != "float16"  # training untouched
 
 
 def _serves_with_trained_template(out: Path, template: Template) -> None:

@@ -1,4 +1,4 @@
-"""Export: LoRA merge now; quantized export and model cards follow."""
+"""Export: LoRA merge (shards, dtype, model card, Ollama Modelfile), quantized export, Hub push."""
 
 from ftcore.export.merge import merge_lora
 

@@ -88,3 +88,43 @@ def merge_lora(
     if marker.is_file():  # a built-in's marker names its default template: name the trained one
         meta = json.loads(marker.read_text())
         marker.write_text(json.dumps({**meta, "template": template}, indent=2))
+
+
+def export_full(
+    trained_dir: str | Path,
+    out_dir: Path,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+    max_shard_gb: float = 5,
+) -> None:
+    """A full fine-tune's export folder: its weights as they are (hard links, no copy) when they
+    already meet `dtype` and `max_shard_gb`, else re-saved in that dtype and shard size. Either way
+    the training's own folder is never touched."""
+    import os
+
+    import torch
+
+    from ftcore.modeling import load_model, saved_dtype
+
+    src = Path(trained_dir)
+    weights = sorted(src.glob("*.safetensors"))
+    target = None if dtype == "auto" else getattr(torch, dtype)
+    fits = all(w.stat().st_size <= max_shard_gb * 10**9 for w in weights)
+    resave = (target is not None and target != saved_dtype(src)) or not fits
+    for item in src.iterdir():
+        weights_file = item.suffix == ".safetensors" or item.name.endswith(".index.json")
+        if not item.is_file() or (resave and weights_file):
+            continue
+        # only the weights are linked: the small files are copied, so whatever writes them in the
+        # export (save_pretrained rewrites config.json) can never change the training's folder
+        if weights_file:
+            try:
+                os.link(item, out_dir / item.name)
+                continue
+            except OSError:  # another filesystem: a copy
+                pass
+        shutil.copy2(item, out_dir / item.name)
+    if resave:
+        keep = target or saved_dtype(src) or torch.float32
+        model = load_model(src, trust_remote_code, dtype=str(keep).removeprefix("torch."), device="cpu")
+        model.save_pretrained(out_dir, max_shard_size=int(max_shard_gb * 10**9))

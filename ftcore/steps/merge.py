@@ -35,18 +35,17 @@ LINEAGE = (
 def merge(
     cfg: PipelineConfig, model: Artifact, trained: Artifact, evaluation: Artifact | None = None
 ) -> Artifact:
-    """The deployable model: the merged weights for LoRA, the trained weights for full tuning."""
+    """The deployable model folder, with its model card and Ollama Modelfile: the merged weights for
+    LoRA, the trained weights for full tuning (hard links: no copy); the adapter alone when
+    export.merge is false."""
     lineage = {k: trained.metadata.get(k) for k in LINEAGE}
-    if trained.kind != "adapter" or not cfg.export.merge:
-        return trained.model_copy(
-            update={
-                "kind": "merged" if trained.kind != "adapter" else "adapter",
-                "metadata": {**trained.metadata, **lineage},
-            }
-        )
+    full = trained.kind != "adapter"
+    if not full and not cfg.export.merge:  # the adapter itself is the deliverable
+        return trained.model_copy(update={"kind": "adapter", "metadata": {**trained.metadata, **lineage}})
     from ftcore.export.merge import check_mergeable_base
 
-    check_mergeable_base(model.path)  # a quantized base is refused before anything loads
+    if not full:
+        check_mergeable_base(model.path)  # a quantized base is refused before anything loads
     weights_key = merge_weights_key(cfg, model, trained)
     key = merge_key(cfg, model, trained, evaluation)
     out = step_dir(cfg, "merged", weights_key, cfg.export.export_dir)
@@ -71,20 +70,23 @@ def merge(
         log.info("[merge] model card of %s updated", out)
         return artifact
 
-    from ftcore.export.merge import merge_lora
+    from ftcore.export.merge import export_full, merge_lora
 
     export = cfg.export
     with atomic_dir(out) as tmp:
-        merge_lora(
-            model.path,
-            trained.path,
-            tmp,
-            cfg.model.trust_remote_code,
-            lineage["template"],
-            dtype=export.dtype,
-            max_shard_gb=export.export_size,
-            device=export.export_device,
-        )
+        if full:  # the trained weights themselves (hard-linked, or re-saved for dtype / shard size)
+            export_full(trained.path, tmp, cfg.model.trust_remote_code, export.dtype, export.export_size)
+        else:
+            merge_lora(
+                model.path,
+                trained.path,
+                tmp,
+                cfg.model.trust_remote_code,
+                lineage["template"],
+                dtype=export.dtype,
+                max_shard_gb=export.export_size,
+                device=export.export_device,
+            )
         (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
         write_docs(tmp, cfg, card, metrics)
         artifact = Artifact(
