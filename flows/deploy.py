@@ -26,15 +26,17 @@ ENTRYPOINTS = {
     "promote": "flows/promote.py:promote",
     "serve": "flows/serve.py:serve_champion",  # long-running: the champion, blue/green on each move
 }
+WATCH_ENTRYPOINT = "flows/watch.py:watch"  # the event-trigger watcher (--on-data-change / --on-alias)
 Collision = Literal["enqueue", "cancel"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Deployed:
     id: str
     name: str  # "flow/deployment", what `ft trigger` and run_deployment take
     pool: str
     schedule: str | None
+    watcher: str | None = None  # the event-trigger deployment, when one was asked for
 
 
 def deployable_config(cfg: PipelineConfig) -> dict[str, Any]:
@@ -119,12 +121,17 @@ def deploy(
     collision: Collision = "enqueue",
     paused: bool = False,
     start_at: datetime | None = None,
+    on_data_change: bool = False,
+    on_alias: str | None = None,
+    poll_s: float = 60.0,
 ) -> Deployed:
     """Register `flow` for this config on the Prefect server; returns what `ft trigger` needs.
 
     `concurrency` runs of this deployment at once (1: two trainings of one job never overlap); a run
     that would exceed it waits (`enqueue`) or is cancelled (`cancel`). `start_at` anchors an interval
-    schedule (its first run); cron schedules follow the clock.
+    schedule (its first run); cron schedules follow the clock. `on_data_change` / `on_alias` add a
+    watcher deployment (flows/watch.py, every `poll_s` seconds) that starts this one when the job's
+    data files change or the registry alias `on_alias` moves.
     """
     from prefect import Flow
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -170,7 +177,37 @@ def deploy(
     schedule = f"cron {cron}" if cron else (f"every {interval:g} s" if interval else None)
     if schedule and start_at:
         schedule += f" from {start_at.isoformat()}"
-    return Deployed(id=str(deployment_id), name=f"{flow}/{deployment}", pool=pool, schedule=schedule)
+    deployed = Deployed(id=str(deployment_id), name=f"{flow}/{deployment}", pool=pool, schedule=schedule)
+    if on_data_change or on_alias:
+        watcher = Flow.from_source(source=str(REPO_ROOT), entrypoint=WATCH_ENTRYPOINT).deploy(
+            name=f"{deployment}-watch",
+            work_pool_name=pool,
+            interval=poll_s,
+            paused=paused,
+            parameters={
+                "config": deployable_config(cfg),
+                "deployment": deployed.name,
+                "data": on_data_change,
+                "alias": on_alias,
+            },
+            # one look at a time; a look that would overlap the previous one is dropped
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+            tags=["ftflow", f"job:{cfg.name}", "watch"],
+            description=f"starts {deployed.name} when "
+            + " or ".join(
+                ([f"the data of {cfg.name} changes"] if on_data_change else [])
+                + ([f"{on_alias} moves"] if on_alias else [])
+            ),
+            build=False,
+            push=False,
+            print_next_steps=False,
+            ignore_warnings=True,
+            enforce_parameter_schema=False,
+        )
+        deployed.watcher = f"watch/{deployment}-watch ({watcher})"
+    return deployed
 
 
 def deploy_file(path: str | Path, overrides: list[str] | None = None, **options: Any) -> Deployed:

@@ -7,6 +7,7 @@ as a form because the parameter is the typed PipelineConfig.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -50,7 +51,44 @@ def _submit(summary: list[dict[str, Any]]) -> Any:
     return execute
 
 
-@flow(name="finetune", validate_parameters=False, persist_result=True, result_serializer="json")
+def _record_crash(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect's on_crashed hook (the flow's process was interrupted or killed): the step that was
+    running and the crash go where a failed step's error goes."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    from ftcore.failures import record_failure
+
+    try:
+        cfg = load_config(flow_run.parameters["config"], flow_run.parameters.get("overrides"))
+        with get_client(sync_client=True) as client:
+            running = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))
+                ),
+            )
+        step = ",".join(sorted({t.name.rsplit("-", 1)[0] for t in running})) or "finetune"
+        links = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name}
+        record_failure(cfg, step, f"crashed: {state.message or state.name}", links)
+    except Exception as exc:  # a hook must never raise over the crash it reports
+        logging.getLogger("flows.finetune").warning("could not record the crash: %s", exc)
+
+
+@flow(
+    name="finetune",
+    validate_parameters=False,
+    persist_result=True,
+    result_serializer="json",
+    on_crashed=[_record_crash],
+)
 def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune, evaluate, merge and register one model; returns each step's artifact manifest."""
     cfg = load_config(config, overrides)

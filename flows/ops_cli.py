@@ -36,6 +36,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     deploy.add_argument("--paused", action="store_true", help="register with the schedule paused")
     deploy.add_argument(
+        "--on-data-change", action="store_true", help="also run when the job's data files change (a watcher)"
+    )
+    deploy.add_argument(
+        "--on-alias", metavar="ALIAS", help="also run when registry alias ALIAS moves (a watcher)"
+    )
+    deploy.add_argument("--poll-s", type=float, default=60.0, help="how often the watcher looks (seconds)")
+    deploy.add_argument(
         "--start-at",
         type=_iso_time,
         help="first run of an --interval schedule (ISO time, e.g. 2026-12-01T03:00Z)",
@@ -94,9 +101,14 @@ def _deploy(args: argparse.Namespace) -> int:
         collision=args.on_busy,
         paused=args.paused,
         start_at=args.start_at,
+        on_data_change=args.on_data_change,
+        on_alias=args.on_alias,
+        poll_s=args.poll_s,
     )
     print(f"deployment {deployed.name} ({deployed.id}) on work pool {deployed.pool}")
     print(f"schedule: {deployed.schedule or 'none (trigger it)'}")
+    if deployed.watcher:
+        print(f"event trigger: {deployed.watcher}")
     print(f"start a worker:  prefect worker start --pool {deployed.pool}")
     print(f"run it now:      ft trigger {deployed.name} [key=value ...] --wait")
     return 0

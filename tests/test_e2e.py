@@ -162,6 +162,14 @@ def test_ctrl_c_during_training_stops_at_once_and_keeps_the_checkpoint(tmp_path:
     assert last_complete_checkpoint(step / "checkpoints") is not None
     assert read_manifest(step) is None
     assert _server_pids(port) == []
+    # the crash is recorded on the job's MLflow run (Prefect's on_crashed hook): which step, and why
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'job' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ftflow").experiment_id])
+    tags = runs[0].data.tags
+    assert tags.get("ftflow.failed_step") == "train", tags
+    assert tags["ftflow.error"].startswith("crashed")
 
 
 def test_sigkill_of_ft_does_not_orphan_its_prefect_server(tmp_path: Path) -> None:
