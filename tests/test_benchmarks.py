@@ -14,7 +14,7 @@ from ftcore import steps
 from ftcore.errors import ConfigError, ServiceUnavailableError
 from ftcore.evaluate import benchmarks
 from tests.helpers import prepared_inputs, small_config, stop_group
-from tests.test_serve import KEY, _start_server
+from tests.test_serve import KEY, _start_server, random_lora
 
 LIMIT = 12  # questions per task: enough for accuracies to differ between models, quick on CPU
 
@@ -22,15 +22,8 @@ LIMIT = 12  # questions per task: enough for accuracies to differ between models
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path):
     """`ft serve` of tiny-llama with an unmerged random LoRA adapter `ad`, behind an API key."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from ftcore.modeling import load_model
-
     root = tmp_path_factory.mktemp("bench-serve")
-    torch.manual_seed(3)
-    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(load_model(tiny_llama, dtype="float32", device="cpu"), lora).save_pretrained(root / "ad")
+    random_lora(tiny_llama, root / "ad", seed=3)
     args = [str(tiny_llama), "--api-key", KEY, "--lora", f"ad={root / 'ad'}", "--log-dir", str(root / "logs")]
     proc, url = _start_server(args, root / "serve.log")
     try:

@@ -82,6 +82,34 @@ def _end_turn_early(model_dir: Path, tokenizer: Any) -> None:
     model.save_pretrained(model_dir, safe_serialization=True)
 
 
+def random_lora(base: Path, out: Path, seed: int = 1) -> Path:
+    """A random (not zero-initialized) LoRA adapter on `base`'s q/v projections, saved to `out`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ftcore.modeling import load_model
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(load_model(base, dtype="float32", device="cpu"), lora).save_pretrained(out)
+    return out
+
+
+def merged_with_adapter(root: Path, base: Path) -> tuple[Path, Path, Any]:
+    """(merged folder, adapter `root/ad`, tokenizer): a random LoRA merged into tiny-llama `base` with
+    the llama3 template, whose turn ends early on PROMPT_A (so stopping is tested for real)."""
+    from ftcore.export.merge import merge_lora
+    from ftcore.modeling import load_tokenizer
+
+    adapter = random_lora(base, root / "ad")
+    merged = root / "merged"
+    merged.mkdir()
+    merge_lora(base, adapter, merged, template="llama3")
+    tokenizer = load_tokenizer(merged)
+    _end_turn_early(merged, tokenizer)
+    return merged, adapter, tokenizer
+
+
 def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     encoded = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True
@@ -92,21 +120,8 @@ def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path):
     """A merged tiny-llama (random LoRA merged in, llama3 template) served with an adapter `ad`."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from ftcore.export.merge import merge_lora
-    from ftcore.modeling import load_model, load_tokenizer
-
     root = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(1)
-    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(load_model(tiny_llama, dtype="float32", device="cpu"), lora).save_pretrained(root / "ad")
-    merged = root / "merged"
-    merged.mkdir()
-    merge_lora(tiny_llama, root / "ad", merged, template="llama3")
-    tokenizer = load_tokenizer(merged)
-    _end_turn_early(merged, tokenizer)
+    merged, _, tokenizer = merged_with_adapter(root, tiny_llama)
     args = [str(merged), "--api-key", KEY, "--lora", f"ad={root / 'ad'}", "--max-model-len", str(MAX_LEN)]
     proc, url = _start_server([*args, "--log-dir", str(root / "logs")], root / "serve.log")
     try:

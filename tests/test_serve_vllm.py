@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ftcore import venvs
-from tests.test_serve import KEY, MAX_LEN, PROMPT_A, PROMPT_B, _end_turn_early, _prompt_ids, _user
+from tests.test_serve import KEY, MAX_LEN, PROMPT_A, PROMPT_B, _prompt_ids, _user, merged_with_adapter
 
 needs_vllm = pytest.mark.skipif(
     not venvs.is_installed("vllm"),
@@ -24,22 +24,9 @@ needs_vllm = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> dict[str, Any]:
     """A merged tiny-llama (llama3 template, ends PROMPT_A's turn early) and a LoRA adapter `ad`."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from ftcore.export.merge import merge_lora
-    from ftcore.modeling import load_model, load_tokenizer
-
     root = tmp_path_factory.mktemp("vllm")
-    torch.manual_seed(1)
-    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(load_model(tiny_llama, dtype="float32", device="cpu"), lora).save_pretrained(root / "ad")
-    merged = root / "merged"
-    merged.mkdir()
-    merge_lora(tiny_llama, root / "ad", merged, template="llama3")
-    tokenizer = load_tokenizer(merged)
-    _end_turn_early(merged, tokenizer)
-    return {"root": root, "merged": merged, "adapter": root / "ad", "tokenizer": tokenizer}
+    merged, adapter, tokenizer = merged_with_adapter(root, tiny_llama)
+    return {"root": root, "merged": merged, "adapter": adapter, "tokenizer": tokenizer}
 
 
 def _start(dirs: dict[str, Any], backend: str, extra: list[str] | None = None):

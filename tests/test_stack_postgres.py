@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import free_port, stop_group
+from tests.helpers import free_port, small_config, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "deploy" / "docker" / "compose.yaml"
@@ -153,24 +153,26 @@ def _post(url: str, body: dict) -> list | dict:
 
 
 def _job_config(path: Path, workdir: Path) -> None:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "nightly-tiny",
-                "workdir": str(workdir),
-                "model": {"name_or_path": "builtin:tiny-qwen2"},
-                "data": {
-                    "dataset_dir": str(REPO / "data"),
-                    "dataset": ["demo_alpaca"],
-                    "eval_dataset": ["demo_alpaca_eval"],
-                    "max_samples": 32,
-                    "cutoff_len": 96,
-                },
-                "train": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 2},
-                "eval": {"max_samples": 8, "generation_samples": 2, "max_new_tokens": 4},
-                "registry": {"model_name": "nightly-tiny"},
-            }
-        )
+    cfg = small_config(
+        workdir,
+        "name=nightly-tiny",
+        "train.max_steps=2",
+        "data.max_samples=32",
+        eval={"max_samples": 8, "generation_samples": 2, "max_new_tokens": 4},
+        registry={"model_name": "nightly-tiny"},
+    )
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"base_dir"})))
+
+
+def _ft(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`ft ARGS` as a client of the stack (its own Prefect home), from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -210,26 +212,9 @@ def test_scheduled_run_on_a_worker_with_postgres_backed_servers(tmp_path):
             _job_config(cfg_path, workdir)
             # ahead of the time `ft deploy` takes on a loaded machine (a slot in the past is skipped)
             start_at = datetime.now(timezone.utc) + timedelta(seconds=120)
-            deploy = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "flows.cli",
-                    "deploy",
-                    str(cfg_path),
-                    "--name",
-                    "nightly",
-                    "--interval",
-                    "86400",
-                    "--start-at",
-                    start_at.isoformat(),
-                ],
-                env={**os.environ, **client_env, "PREFECT_HOME": str(tmp_path / "prefect-client")},
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+            client_env["PREFECT_HOME"] = str(tmp_path / "prefect-client")
+            args = ["deploy", str(cfg_path), "--name", "nightly", "--interval", "86400"]
+            deploy = _ft([*args, "--start-at", start_at.isoformat()], client_env, 300)
             assert deploy.returncode == 0, deploy.stderr + deploy.stdout
             assert "finetune/nightly" in deploy.stdout
             procs.append(_start(argv, env, tmp_path / "worker.log", tmp_path))
@@ -277,24 +262,8 @@ def test_scheduled_run_on_a_worker_with_postgres_backed_servers(tmp_path):
             assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
 
             # a triggered run with an override, waited for: its state and version come back
-            trigger = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "flows.cli",
-                    "trigger",
-                    "finetune/nightly",
-                    "train.logging_steps=1",
-                    "--wait",
-                    "--timeout",
-                    "900",
-                ],
-                env={**os.environ, **client_env, "PREFECT_HOME": str(tmp_path / "prefect-client")},
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=1000,
-            )
+            args = ["trigger", "finetune/nightly", "train.logging_steps=1", "--wait", "--timeout", "900"]
+            trigger = _ft(args, client_env, 1000)
             assert trigger.returncode == 0, trigger.stdout + trigger.stderr
             result = json.loads(trigger.stdout[trigger.stdout.index("{") :])
             assert result["state"] == "Completed" and int(result["registered_version"]) == int(
