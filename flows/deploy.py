@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from flows.finetune import job_tags
 from ftcore.config import PipelineConfig, load_config
 from ftcore.errors import ConfigError, ServiceUnavailableError
 
@@ -165,7 +166,7 @@ def deploy(
         paused=paused,
         parameters=flow_parameters(flow, cfg),
         concurrency_limit=ConcurrencyLimitConfig(limit=concurrency, collision_strategy=strategy),
-        tags=["ftflow", f"job:{cfg.name}", f"stage:{cfg.train.stage}", f"model:{cfg.model.name_or_path}"],
+        tags=job_tags(cfg),
         description=f"ftflow {flow} of job {cfg.name}",
         build=False,
         push=False,

@@ -96,12 +96,44 @@ def finetune(config: PipelineConfig | dict | str, overrides: list[str] | None = 
     logger.info("job %s in %s", cfg.name, cfg.workdir_path)
     preflight(cfg)  # bad names, files, rows and model refs fail here, before any task runs
 
+    from prefect import tags
+
     summary: list[dict[str, Any]] = []
-    out = run_steps(cfg, plan(cfg), _submit(summary))
+    with tags(*job_tags(cfg)):  # every task run carries the job, objective and model
+        out = run_steps(cfg, plan(cfg), _submit(summary))
+    _link_mlflow_run(cfg, out)
     for row in summary:
         logger.info("%-14s %-10s %7.1fs  %s", row["step"], row["state"], row["seconds"], row["path"])
     _publish_summary(cfg, summary, out)
     return {"summary": summary, "artifacts": {name: a.model_dump() for name, a in out.items()}}
+
+
+def job_tags(cfg: PipelineConfig) -> list[str]:
+    """The tags of a job's flow and task runs (and deployments): filter the Prefect UI by them."""
+    return ["ftflow", f"job:{cfg.name}", f"stage:{cfg.train.stage}", f"model:{cfg.model.name_or_path}"]
+
+
+def _mlflow_run_id(out: dict[str, Artifact]) -> str | None:
+    """The job's MLflow run (training's, or evaluation's when the adapter was given)."""
+    return next((a.metadata["mlflow_run_id"] for a in out.values() if a.metadata.get("mlflow_run_id")), None)
+
+
+def _link_mlflow_run(cfg: PipelineConfig, out: dict[str, Artifact]) -> None:
+    """The job's MLflow run names the Prefect flow run that made it (the summary artifact names the
+    run and the model version back)."""
+    from prefect.context import get_run_context
+
+    from ftcore.failures import clear_failure
+    from ftcore.steps.common import JobRun
+
+    run_id = _mlflow_run_id(out)
+    flow_run = get_run_context().flow_run
+    if run_id and flow_run is not None:
+        JobRun(cfg, run_id).tag(
+            {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name}
+        )
+    if run_id:  # this run finished: failure tags of an earlier attempt go
+        clear_failure(cfg, run_id)
 
 
 def _report_failure(cfg: PipelineConfig, step: str, error: BaseException) -> None:
@@ -129,6 +161,11 @@ def _publish_summary(cfg: PipelineConfig, summary: list[dict[str, Any]], out: di
 
     lines = ["| step | state | seconds | artifact |", "|---|---|---|---|"]
     lines += [f"| {r['step']} | {r['state']} | {r['seconds']} | `{r['path']}` |" for r in summary]
+    run_id = _mlflow_run_id(out)
+    if run_id:
+        lines += ["", f"MLflow run: `{run_id}`"]
+    if "registered" in out:
+        lines += [f"Model version: `{out['registered'].path}`"]
     metrics = out["eval"].metadata.get("metrics", {}) if "eval" in out else {}
     if metrics:
         lines += ["", "| metric | value |", "|---|---|"]

@@ -86,3 +86,14 @@ def record_failure(
         log.warning("could not record the failure of step %s in MLflow: %s", step, exc)
         return Failure(step, message, None)
     return Failure(step, message, run_id)
+
+
+def clear_failure(cfg: PipelineConfig, run_id: str) -> None:
+    """A run of the job that finished takes the failure tags off its MLflow run: they described an
+    earlier attempt (the Prefect failure artifact keeps the history)."""
+    uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+    client = tracking.get_client(uri)
+    present = client.get_run(run_id).data.tags
+    for key in (FAILED_STEP_TAG, ERROR_TAG, "ftflow.failed_at"):
+        if key in present:
+            client.delete_tag(run_id, key)

@@ -67,3 +67,17 @@ def test_failed_step_is_recorded_and_a_retry_resumes_there(tmp_path: Path) -> No
     assert states["evaluate"] == "Completed" and states["register"] == "Completed"
     metrics = done["artifacts"]["eval"]["metadata"]["metrics"]
     assert 0.0 <= metrics["served/ftflow_mc_acc"] <= 1.0
+    # observability: the job's MLflow run names the flow run that finished it, whose task runs carry
+    # the job's tags
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    run_id = done["artifacts"]["trained"]["metadata"]["mlflow_run_id"]
+    flow_run_id = client.get_run(run_id).data.tags["prefect.flow_run_id"]
+    assert flow_run_id != tagged[0].data.tags["prefect.flow_run_id"]  # the retry's, not the failed one's
+    assert FAILED_STEP_TAG not in client.get_run(run_id).data.tags  # the retry finished: cleared
+    with get_client(sync_client=True) as prefect:
+        task_runs = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert task_runs and all({"job:test-job", "stage:sft"} <= set(t.tags) for t in task_runs)

@@ -105,5 +105,10 @@ class JobRun:
         """The run's description (`mlflow.note.content`), which the MLflow UI renders as markdown."""
         self.client.set_tag(self.run_id, "mlflow.note.content", markdown)
 
+    def tag(self, tags: dict[str, str]) -> None:
+        """Tags on the run, e.g. the orchestrator's run that produced it (prefect.flow_run_id)."""
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
     def finish(self, status: str = "FINISHED") -> None:
         tracking.end_run(self.client, self.run_id, status)
