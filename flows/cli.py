@@ -1,10 +1,12 @@
 """`ft`: run the whole pipeline as a Prefect flow, or one step directly, LLaMA-Factory style.
 
-ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, register)
+ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, quantize,
+                                register, gate: the steps the config turns on)
 ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
 ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
 ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir), then
-                                quantize it when export.export_quantization_method is set
+                                quantize it (export.export_quantization_method) and push it to the
+                                Hub (export.export_hub_model_id) when those are set
 ft promote CFG [key=value ...]  the gate: candidate -> champion when registry.gate passes
 ft rollback NAME [--to V]       move champion back to the version it pointed to before
 ft config show CFG [...]        print the resolved config
