@@ -72,7 +72,9 @@ def _record_crash(flow: Any, flow_run: Any, state: Any) -> None:
             running = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
                 task_run_filter=TaskRunFilter(
-                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))
+                    state=TaskRunFilterState(
+                        type=TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.CRASHED])
+                    )
                 ),
             )
         step = ",".join(sorted({t.name.rsplit("-", 1)[0] for t in running})) or "finetune"

@@ -36,10 +36,13 @@ def test_serve_flow_follows_the_registry_alias(tmp_path):
 
 
 def test_no_prefect_server_is_a_clear_error(capsys, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert main(["deploy", str(REPO / "configs" / "quickstart.yaml")]) == 2
-    assert "PREFECT_API_URL" in capsys.readouterr().err
-    assert main(["trigger", "finetune/nightly"]) == 2
-    assert "Prefect server" in capsys.readouterr().err
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # whatever an earlier test configured
+        assert main(["deploy", str(REPO / "configs" / "quickstart.yaml")]) == 2
+        assert "PREFECT_API_URL" in capsys.readouterr().err
+        assert main(["trigger", "finetune/nightly"]) == 2
+        assert "Prefect server" in capsys.readouterr().err
     assert main(["deploy", str(REPO / "configs" / "quickstart.yaml"), "--flow", "nope"]) == 2
     assert "not a deployable flow" in capsys.readouterr().err
