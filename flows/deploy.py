@@ -77,17 +77,16 @@ def deployment_name(cfg: PipelineConfig, name: str | None) -> str:
 
 def require_server() -> str:
     """Deployments live on a Prefect server that outlives this process: the temporary one would not."""
-    from prefect.settings import PREFECT_API_URL
-
+    from flows.local_server import configured_api_url
     from ftcore.doctor import check_prefect
 
-    url = PREFECT_API_URL.value()
+    url = configured_api_url()
     if not url:
         raise ServiceUnavailableError(
             "deployments need a Prefect server that keeps running: start one (`prefect server start`, or "
             "deploy/docker) and set PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-    finding = check_prefect()[0]
+    finding = check_prefect(url)[0]
     if finding.level == "fail":
         raise ServiceUnavailableError(f"{finding.detail}; {finding.fix}")
     return url

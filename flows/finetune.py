@@ -8,7 +8,6 @@ as a form because the parameter is the typed PipelineConfig.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from ftcore.artifacts import Artifact
 from ftcore.config import PipelineConfig, load_config
 from ftcore.steps import Step, plan, preflight, run_steps
 from tasks import TASKS
+from tasks.common import artifact_key
 
 
 def _submit(summary: list[dict[str, Any]]) -> Any:
@@ -151,7 +151,7 @@ def _report_failure(cfg: PipelineConfig, step: str, error: BaseException) -> Non
     )
     failure = record_failure(cfg, step, error, links)
     get_run_logger().error("step %s failed: %s", step, failure.error)
-    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-failure".lower()).strip("-")
+    key = artifact_key(cfg.name, "failure")
     create_markdown_artifact(
         markdown=failure.markdown(cfg.name), key=key, description=f"{cfg.name}: {step} failed"
     )
@@ -172,5 +172,5 @@ def _publish_summary(cfg: PipelineConfig, summary: list[dict[str, Any]], out: di
     if metrics:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
-    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-summary".lower()).strip("-")
+    key = artifact_key(cfg.name, "summary")
     create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"ftflow job {cfg.name}")

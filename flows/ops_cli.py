@@ -77,7 +77,12 @@ def _doctor(args: argparse.Namespace) -> int:
     from ftcore.doctor import diagnose
 
     cfg = load_config(args.config, args.overrides) if args.config else None
-    findings = diagnose(cfg, timeout=args.timeout)
+    import os
+
+    from flows.local_server import configured_api_url
+
+    api = os.environ.get("PREFECT_API_URL") or configured_api_url()  # the environment, else the profile
+    findings = diagnose(cfg, timeout=args.timeout, prefect_api=api)
     for finding in findings:
         print(finding.line())
     failed = [f for f in findings if f.level == "fail"]

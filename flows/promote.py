@@ -8,7 +8,6 @@ MLflow run.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ftcore.config import PipelineConfig, load_config
 from ftcore.promote import promote_version
-from tasks.common import ftcore_logs
+from tasks.common import artifact_key, ftcore_logs
 
 
 @task(name="gate", cache_policy=NO_CACHE, persist_result=False)
@@ -36,7 +35,7 @@ def promote(config: PipelineConfig | dict | str, overrides: list[str] | None = N
     get_run_logger().info(
         "%s version %s: %s", decision["model_name"], decision["version"], decision["reason"]
     )
-    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.registry.model_name}-promotion".lower()).strip("-")
+    key = artifact_key(cfg.registry.model_name, "promotion")
     create_markdown_artifact(
         markdown=decision["report"],
         key=key,

@@ -114,15 +114,10 @@ def _get(url: str, timeout: float) -> str | None:
         return str(getattr(exc, "reason", exc))
 
 
-def check_prefect(timeout: float = 5.0) -> list[Finding]:
-    api = os.environ.get("PREFECT_API_URL", "").strip()
-    if not api:
-        try:
-            from prefect.settings import PREFECT_API_URL
-
-            api = (PREFECT_API_URL.value() or "").strip()
-        except Exception:  # a broken Prefect profile: report it as unset
-            api = ""
+def check_prefect(api: str | None, timeout: float = 5.0) -> list[Finding]:
+    """`api`: the Prefect API the job would use, as the orchestration layer resolves it (environment
+    or Prefect profile); ftcore itself never imports prefect."""
+    api = (api or "").strip()
     if not api:
         return [
             Finding(
@@ -255,8 +250,10 @@ def check_side_envs() -> list[Finding]:
     return found
 
 
-def diagnose(cfg: PipelineConfig | None = None, timeout: float = 5.0) -> list[Finding]:
-    """Every check, in the order a job meets them."""
+def diagnose(
+    cfg: PipelineConfig | None = None, timeout: float = 5.0, prefect_api: str | None = None
+) -> list[Finding]:
+    """Every check, in the order a job meets them. `prefect_api` defaults to PREFECT_API_URL."""
     from ftcore.builtin import ftflow_home
 
     disk_paths = [ftflow_home(), Path.cwd()] + ([cfg.workdir_path] if cfg else [])
@@ -264,7 +261,7 @@ def diagnose(cfg: PipelineConfig | None = None, timeout: float = 5.0) -> list[Fi
         check_python,
         check_packages,
         check_torch,
-        lambda: check_prefect(timeout),
+        lambda: check_prefect(prefect_api or os.environ.get("PREFECT_API_URL"), timeout),
         lambda: check_mlflow(cfg, timeout),
         check_caches,
         lambda: check_disk(disk_paths),

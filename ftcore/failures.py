@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 from ftcore import tracking
 from ftcore.config.pipeline import PipelineConfig
+from ftcore.steps.common import JobRun
 
 log = logging.getLogger("ftcore.failures")
 
 FAILED_STEP_TAG = "ftflow.failed_step"
 ERROR_TAG = "ftflow.error"
+FAILED_AT_TAG = "ftflow.failed_at"
 ERROR_LIMIT = 4000  # characters of the error kept in the tag (MLflow caps tag values)
 
 
@@ -56,32 +58,22 @@ def record_failure(
     if not (cfg.registry.enabled or "mlflow" in cfg.train.report_to):
         return Failure(step, message, None)
     try:
-        uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
-        client = tracking.get_client(uri)
-        experiment_id = tracking.ensure_experiment(
-            client, cfg.registry.experiment, tracking.default_artifact_root(uri)
-        )
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`ftflow.job` = {tracking.filter_literal(cfg.name)}",
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
-        )
+        job = JobRun(cfg)
+        run_id = tracking.find_run(job.client, job.experiment_id, "ftflow.job", cfg.name)
         tags = {
             FAILED_STEP_TAG: step,
             ERROR_TAG: message[:ERROR_LIMIT],
-            "ftflow.failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            FAILED_AT_TAG: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(links or {}),
         }
-        if runs:
-            run_id = runs[0].info.run_id
-            for key, value in tags.items():
-                client.set_tag(run_id, key, value)
+        if run_id:
+            job.run_id = run_id
+            job.tag(tags)
         else:  # failed before training or evaluation opened a run
             run_id = tracking.start_run(
-                client, experiment_id, f"{cfg.name} (failed)", {"ftflow.job": cfg.name, **tags}
+                job.client, job.experiment_id, f"{cfg.name} (failed)", {"ftflow.job": cfg.name, **tags}
             )
-            tracking.end_run(client, run_id, "FAILED")
+            tracking.end_run(job.client, run_id, "FAILED")
     except Exception as exc:  # recording must not hide the original failure
         log.warning("could not record the failure of step %s in MLflow: %s", step, exc)
         return Failure(step, message, None)
@@ -91,9 +83,8 @@ def record_failure(
 def clear_failure(cfg: PipelineConfig, run_id: str) -> None:
     """A run of the job that finished takes the failure tags off its MLflow run: they described an
     earlier attempt (the Prefect failure artifact keeps the history)."""
-    uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
-    client = tracking.get_client(uri)
+    client = JobRun(cfg, run_id).client
     present = client.get_run(run_id).data.tags
-    for key in (FAILED_STEP_TAG, ERROR_TAG, "ftflow.failed_at"):
+    for key in (FAILED_STEP_TAG, ERROR_TAG, FAILED_AT_TAG):
         if key in present:
             client.delete_tag(run_id, key)

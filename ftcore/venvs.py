@@ -166,15 +166,16 @@ def install(name: str, force: bool = False) -> Path:
     if (target / "bin" / "python").exists() and not force:
         log.info("side environment %s already installed at %s", name, target)
         return target / "bin" / "python"
+    if target.exists() and not (target / "pyvenv.cfg").is_file():
+        # replacing it would delete a folder ftflow did not make
+        raise SideEnvError(f"{target} exists and is not a virtualenv: move it, or set FTFLOW_VENVS elsewhere")
     root = venvs_root()
     root.mkdir(parents=True, exist_ok=True)
     building = root / f".{name}.building-{os.getpid()}"
     log_path = root / f"{name}-install.log"
     started = time.monotonic()
     try:
-        # the venv's scripts carry their own path in shebangs: build it where it will live,
-        # only the final rename below is the temp-to-place step
-        if building.exists():
+        if building.exists():  # left by an install of ours that was killed
             shutil.rmtree(building)
         with open(log_path, "w") as log_file:
             subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, stdout=log_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +13,12 @@ from prefect.logging import get_run_logger
 
 from ftcore.artifacts import hash_json
 from ftcore.errors import FtflowError
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key from names (job, step, model): lowercase letters, digits and dashes only,
+    as Prefect requires; the same names always give the same key, so a later run replaces the card."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
 def cache_key(step: str, compute: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str | None]:

@@ -4,7 +4,6 @@ ftcore function and returns its artifact manifest. A new step in the table is a 
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from ftcore.artifacts import Artifact
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.steps import Step, steps
-from tasks.common import cache_key, ftcore_logs, retry_unless_user_error
+from tasks.common import artifact_key, cache_key, ftcore_logs, retry_unless_user_error
 
 
 def step_task(step: Step) -> Task:
@@ -53,7 +52,7 @@ def step_task(step: Step) -> Task:
 
 def markdown_key(cfg: PipelineConfig, step: Step) -> str:
     """The Prefect artifact key of a step's markdown: job and step name, as Prefect's keys allow."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-{step.name}".lower()).strip("-")
+    return artifact_key(cfg.name, step.name)
 
 
 def publish_markdown(cfg: PipelineConfig, step: Step, artifact: Artifact) -> None:

@@ -52,3 +52,12 @@ def test_install_places_a_working_env_and_runs_scripts(tiny_env, tmp_path):
 def test_override_interpreter(tiny_env, monkeypatch):
     monkeypatch.setenv("FTFLOW_TINY_PYTHON", sys.executable)
     assert venvs.require("tiny") == venvs.python_path("tiny")
+
+
+def test_a_folder_that_is_not_a_virtualenv_is_never_replaced(tiny_env, tmp_path):
+    mine = tmp_path / "venvs" / "tiny"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(venvs.SideEnvError, match="not a virtualenv"):
+        venvs.install("tiny", force=True)
+    assert (mine / "notes.txt").read_text() == "mine"
