@@ -19,3 +19,19 @@ class ModelNotAvailableError(FtflowError):
 
 class ServiceUnavailableError(FtflowError):
     """A service the job needs (e.g. the MLflow tracking server) does not answer."""
+
+
+class DivergedError(FtflowError):
+    """Training produced a NaN or infinite loss; the same settings would diverge again."""
+
+
+class OutOfMemoryError(FtflowError):
+    """The job ran out of (GPU or host) memory; the message names the settings that need less."""
+
+
+# The settings that cut training memory, named by every out-of-memory message.
+MEMORY_HINT = (
+    "settings that need less memory: a smaller train.per_device_train_batch_size (raise "
+    "train.gradient_accumulation_steps to keep the effective batch), a smaller data.cutoff_len, "
+    "gradient checkpointing, train.finetuning_type lora, or a 4-bit base (quantization_bit: 4)"
+)

@@ -95,6 +95,24 @@ class LoraConfig(Section):
     )
 
 
+# train.report_to: ftflow's own MLflow tracking, then the Trainer's integrations
+TRACKERS = ("mlflow", "tensorboard", "wandb", "swanlab")
+
+
+def _known_trackers(value: list[str]) -> list[str]:
+    names = [name.lower() for name in value]
+    if names in ([], ["none"]):
+        return ["none"]
+    if names == ["all"]:
+        return list(TRACKERS)
+    unknown = [name for name in names if name not in TRACKERS]
+    if unknown:
+        raise ValueError(
+            f"unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}, all or none"
+        )
+    return names
+
+
 class TrainConfig(Section):
     stage: Literal["sft"] = Field(
         "sft", description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning."
@@ -143,8 +161,11 @@ class TrainConfig(Section):
         description="'auto': resume from the last complete checkpoint in output_dir if any; a path: that "
         "checkpoint; null: always start from step 0.",
     )
-    report_to: NameList = Field(
-        default_factory=lambda: ["mlflow"], description="Experiment trackers; 'mlflow' or 'none'."
+    report_to: Annotated[NameList, AfterValidator(_known_trackers)] = Field(
+        default_factory=lambda: ["mlflow"],
+        description="Experiment trackers: any of mlflow (the job's run and registry), tensorboard, wandb "
+        "(offline unless WANDB_MODE says otherwise), swanlab (local unless SWANLAB_MODE says otherwise); "
+        "all; or none. The integrations write into the train step's folder.",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from ftcore.artifacts import Artifact, atomic_dir, fingerprint_path, write_manifest
 from ftcore.config.loader import dump_config
 from ftcore.config.pipeline import PipelineConfig
+from ftcore.errors import MEMORY_HINT, OutOfMemoryError
 
 log = logging.getLogger("ftcore.train")
 
@@ -60,6 +62,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     from ftcore.steps.common import JobRun
     from ftcore.train import METHODS, OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
+    from ftcore.train.trackers import tracker_callbacks, tracker_environment
 
     cfg = request.pipeline_config()
     model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
@@ -78,11 +81,22 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             callbacks.append(MetricsCallback(tracking.metrics))
         set_seed(cfg.train.seed)
         tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
-        prepared = method.prepare(method.load(model.path, cfg.train, cfg.model.trust_remote_code), cfg.train)
         train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
-        result = OBJECTIVES[cfg.train.stage](
-            prepared, tokenizer, train_set, cfg.train, out / "checkpoints", resume_from, callbacks, method
-        )
+        report_to, project = cfg.train.report_to, cfg.registry.experiment
+        callbacks += tracker_callbacks(report_to, out, cfg.name, project)
+        environment = tracker_environment(report_to, out, cfg.name, project)
+        with out_of_memory_as_user_error(cfg.train.stage), environment as tracker_dirs:
+            loaded = method.load(model.path, cfg.train, cfg.model.trust_remote_code)
+            result = OBJECTIVES[cfg.train.stage](
+                method.prepare(loaded, cfg.train),
+                tokenizer,
+                train_set,
+                cfg.train,
+                out / "checkpoints",
+                resume_from,
+                callbacks,
+                method,
+            )
         with atomic_dir(out / "model") as tmp:
             method.save(result["model"], tmp, saved_dtype(model.path))
             # the template it was trained with, as its chat_template, and its stop tokens as eos
@@ -118,8 +132,25 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             "final_loss": final_loss,
             "metrics": metrics,
             "mlflow_run_id": tracking.run_id if tracking else None,
+            "tracker_dirs": {name: str(path) for name, path in tracker_dirs.items()},
             "tracking_uri": tracking.uri if tracking else None,
         },
     )
     write_manifest(out, artifact)
     return artifact
+
+
+@contextlib.contextmanager
+def out_of_memory_as_user_error(stage: str) -> Iterator[None]:
+    """An out-of-memory error becomes a message naming the settings that need less memory (retrying
+    the same settings would run out again). The Python MemoryError covers host memory on CPU."""
+    import torch
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OutOfMemoryError(
+            f"train (stage {stage}) ran out of {where} memory ({detail}); {MEMORY_HINT}"
+        ) from exc

@@ -18,8 +18,9 @@ from collections import deque
 from pathlib import Path
 
 import ftcore
-from ftcore.errors import FtflowError
+from ftcore.errors import MEMORY_HINT, FtflowError
 from ftcore.processes import stop_process
+from ftcore.train import progress
 from ftcore.train.job import TrainRequest
 from ftcore.train.lock import OutputLock
 from ftcore.train.worker import RECORD_PREFIX
@@ -103,6 +104,9 @@ def _forward(line: str, tail: deque[str]) -> None:
             message = str(record.get("msg", ""))
             logger.log(int(record.get("level", logging.INFO)), "%s", message)
             tail.append(message)
+            update = progress.from_dict(record.get("progress"))
+            if update is not None:
+                progress.publish(update)
             return
     if line.strip():
         sys.stderr.write(line + "\n")  # library output, as if it ran in this process
@@ -121,7 +125,9 @@ def _worker_error(code: int, error_path: Path, tail: deque[str]) -> Exception:
         what = f"{info.get('type')}: {info.get('message')}"
     elif code < 0:
         name = signal.Signals(-code).name
-        what = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        what = f"killed by {name}"
+        if name == "SIGKILL":  # the kernel's out-of-memory killer sends SIGKILL
+            what += f" (out of memory? {MEMORY_HINT})"
     else:
         what = f"exit code {code}"
     lines = "\n".join(tail) or "(no output)"

@@ -8,6 +8,7 @@ from typing import Any
 from ftcore.config.sections import TrainConfig
 from ftcore.modeling import bf16_supported
 from ftcore.train.methods import TrainingMethod
+from ftcore.train.trackers import trainer_integrations
 
 
 def resolve_bf16(cfg: TrainConfig) -> bool:
@@ -44,7 +45,11 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingM
         bf16=bf16,
         fp16=cfg.fp16,
         use_cpu=use_cpu,
-        report_to="none",  # ftflow logs to MLflow itself, through MetricsCallback
+        # MLflow is ftflow's own tracking (MetricsCallback); tensorboard / wandb / swanlab are the
+        # Trainer's integrations, pointed at the run's folder by ftcore.train.trackers
+        report_to=trainer_integrations(cfg.report_to),
+        include_num_input_tokens_seen="non_padding",  # tokens/s in the progress records
+        logging_nan_inf_filter=False,  # a NaN loss must show, so StopOnNonFiniteLoss can stop the run
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -67,7 +72,7 @@ def run_sft(
     from transformers.trainer_callback import PrinterCallback
 
     from ftcore.data.collator import SFTCollator
-    from ftcore.train.callbacks import LogAtCheckpoints
+    from ftcore.train.callbacks import LogAtCheckpoints, StopOnNonFiniteLoss
 
     trainer = Trainer(
         model=model,
@@ -75,7 +80,7 @@ def run_sft(
         train_dataset=train_dataset,
         data_collator=SFTCollator(pad_token_id=tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[LogAtCheckpoints(), *callbacks],
+        callbacks=[LogAtCheckpoints(), StopOnNonFiniteLoss(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # ftflow's ProgressCallback prints instead
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ftcore.train.progress import PROGRESS_FIELD
+
 RECORD_PREFIX = "\x1eftflow-log "  # marks a log record line in the worker's output
 
 
@@ -28,7 +30,11 @@ class _RecordFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
-        return RECORD_PREFIX + json.dumps({"level": record.levelno, "name": record.name, "msg": message})
+        data = {"level": record.levelno, "name": record.name, "msg": message}
+        progress = getattr(record, PROGRESS_FIELD, None)
+        if progress is not None:
+            data["progress"] = progress
+        return RECORD_PREFIX + json.dumps(data)
 
 
 def _setup_logging() -> None:
