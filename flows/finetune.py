@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from ftcore.artifacts import Artifact
 from ftcore.config import PipelineConfig, load_config
+from ftcore.links import prefect_flow_run_url
 from ftcore.steps import Step, plan, preflight, run_steps
 from tasks import TASKS
 from tasks.common import artifact_key
@@ -78,8 +79,7 @@ def _record_crash(flow: Any, flow_run: Any, state: Any) -> None:
                 ),
             )
         step = ",".join(sorted({t.name.rsplit("-", 1)[0] for t in running})) or "finetune"
-        links = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name}
-        record_failure(cfg, step, f"crashed: {state.message or state.name}", links)
+        record_failure(cfg, step, f"crashed: {state.message or state.name}", flow_run_tags(flow_run))
     except Exception as exc:  # a hook must never raise over the crash it reports
         logging.getLogger("flows.finetune").warning("could not record the crash: %s", exc)
 
@@ -131,9 +131,7 @@ def _link_mlflow_run(cfg: PipelineConfig, out: dict[str, Artifact]) -> None:
     run_id = _mlflow_run_id(out)
     flow_run = get_run_context().flow_run
     if run_id and flow_run is not None:
-        JobRun(cfg, run_id).tag(
-            {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name}
-        )
+        JobRun(cfg, run_id).tag(flow_run_tags(flow_run))
     if run_id:  # this run finished: failure tags of an earlier attempt go
         clear_failure(cfg, run_id)
 
@@ -146,10 +144,7 @@ def _report_failure(cfg: PipelineConfig, step: str, error: BaseException) -> Non
     from ftcore.failures import record_failure
 
     flow_run = get_run_context().flow_run
-    links = (
-        {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name} if flow_run else {}
-    )
-    failure = record_failure(cfg, step, error, links)
+    failure = record_failure(cfg, step, error, flow_run_tags(flow_run) if flow_run else {})
     get_run_logger().error("step %s failed: %s", step, failure.error)
     key = artifact_key(cfg.name, "failure")
     create_markdown_artifact(
@@ -157,20 +152,57 @@ def _report_failure(cfg: PipelineConfig, step: str, error: BaseException) -> Non
     )
 
 
+def flow_run_tags(flow_run: Any) -> dict[str, str]:
+    """MLflow tags that lead from a run back to the Prefect flow run that made it (its page too, when
+    Prefect knows its UI's address)."""
+    from prefect.settings import get_current_settings
+
+    tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": flow_run.name}
+    url = prefect_flow_run_url(get_current_settings().ui_url, str(flow_run.id))
+    if url:
+        tags["prefect.flow_run_url"] = url
+    return tags
+
+
 def _publish_summary(cfg: PipelineConfig, summary: list[dict[str, Any]], out: dict[str, Artifact]) -> None:
-    """A markdown artifact in the Prefect UI: what each step did and what the fine-tune achieved."""
-    from prefect.artifacts import create_markdown_artifact
+    """A markdown artifact in the Prefect UI: what each step did and what the fine-tune achieved, with
+    links to the MLflow run and model version (link artifacts too, when MLflow is a server)."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
     lines = ["| step | state | seconds | artifact |", "|---|---|---|---|"]
     lines += [f"| {r['step']} | {r['state']} | {r['seconds']} | `{r['path']}` |" for r in summary]
-    run_id = _mlflow_run_id(out)
-    if run_id:
-        lines += ["", f"MLflow run: `{run_id}`"]
-    if "registered" in out:
-        lines += [f"Model version: `{out['registered'].path}`"]
+    links = mlflow_links(cfg, out)
+    for label, (text, url) in links.items():
+        lines += ["", f"{label}: [{text}]({url})" if url else f"{label}: `{text}`"]
+        if url:
+            create_link_artifact(
+                url, link_text=text, key=artifact_key(cfg.name, label), description=f"{label} of {cfg.name}"
+            )
     metrics = out["eval"].metadata.get("metrics", {}) if "eval" in out else {}
     if metrics:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
     key = artifact_key(cfg.name, "summary")
     create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"ftflow job {cfg.name}")
+
+
+def mlflow_links(cfg: PipelineConfig, out: dict[str, Artifact]) -> dict[str, tuple[str, str | None]]:
+    """{label: (text, url or None)} for the job's MLflow run and registered model version."""
+    from ftcore import tracking
+    from ftcore.links import mlflow_model_version_url, mlflow_run_url
+
+    links: dict[str, tuple[str, str | None]] = {}
+    uri = tracking.resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+    run_id = _mlflow_run_id(out)
+    if run_id:
+        url = None
+        if tracking.is_server(uri):
+            experiment_id = tracking.get_client(uri).get_run(run_id).info.experiment_id
+            url = mlflow_run_url(uri, experiment_id, run_id)
+        links["MLflow run"] = (run_id, url)
+    registered = out.get("registered")
+    if registered is not None:
+        name, version = registered.metadata.get("name"), registered.metadata.get("version")
+        url = mlflow_model_version_url(uri, name, version) if name and version else None
+        links["Model version"] = (registered.path, url)
+    return links

@@ -4,7 +4,6 @@ ftcore function and returns its artifact manifest. A new step in the table is a 
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
@@ -13,17 +12,17 @@ from prefect.cache_policies import NO_CACHE
 from ftcore.artifacts import Artifact
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.steps import Step, steps
-from tasks.common import artifact_key, cache_key, ftcore_logs, retry_unless_user_error
+from tasks.common import cache_key, ftcore_logs, retry_unless_user_error
+from tasks.reports import live_progress, publish_report
 
 
 def step_task(step: Step) -> Task:
     """The Prefect task of `step`; its parameters are named like the step's inputs (shown in the UI)."""
 
     def body(cfg: PipelineConfig, *inputs: Artifact | None) -> Artifact:
-        with ftcore_logs():
+        with ftcore_logs(), live_progress(cfg, step):
             artifact = step.run(cfg, *inputs)
-        if step.markdown:
-            publish_markdown(cfg, step, artifact)
+        publish_report(cfg, step, artifact)
         return artifact
 
     params = [inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=PipelineConfig)]
@@ -48,25 +47,6 @@ def step_task(step: Step) -> Task:
             cache_key_fn=cache_key(step.name, step.key), persist_result=True, result_serializer="json"
         )
     return task(**options)(body)
-
-
-def markdown_key(cfg: PipelineConfig, step: Step) -> str:
-    """The Prefect artifact key of a step's markdown: job and step name, as Prefect's keys allow."""
-    return artifact_key(cfg.name, step.name)
-
-
-def publish_markdown(cfg: PipelineConfig, step: Step, artifact: Artifact) -> None:
-    """Show the step's markdown file (Step.markdown) in the Prefect UI, under markdown_key."""
-    from prefect.artifacts import create_markdown_artifact
-
-    path = Path(artifact.path) / str(step.markdown)
-    if not path.is_file():
-        return
-    create_markdown_artifact(
-        markdown=path.read_text(encoding="utf-8"),
-        key=markdown_key(cfg, step),
-        description=f"{step.name} of {cfg.name}: {path.name}",
-    )
 
 
 TASKS: dict[str, Task] = {step.name: step_task(step) for step in steps()}

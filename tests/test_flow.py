@@ -44,7 +44,12 @@ def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     assert "| train | Completed |" in summary and "tuned/eval_loss" in summary
     comparison = _ui_summary("test-job-evaluate")  # the evaluate step's comparison.md (Step.markdown)
     assert "| metric | better | base (builtin:tiny-qwen2) | candidate (this job) |" in comparison
-    assert comparison == Path(first["artifacts"]["eval"]["path"], "comparison.md").read_text()
+    assert Path(first["artifacts"]["eval"]["path"], "comparison.md").read_text().strip() in comparison
+    assert comparison.startswith("## evaluate · test-job") and "**Output** (eval)" in comparison
+    train_report = _ui_summary("test-job-train")  # every step has its report; train's shows the curve
+    assert "| global_step | 8 |" in train_report and "![loss_curve](data:image/png;base64," in train_report
+    assert _ui_summary("test-job-loss-curve").startswith("data:image/png;base64,")  # sqlite: no server
+    assert _ui_summary("test-job-train-progress") == 100.0
 
     second = finetune(cfg)
     # every step from cache; moving the alias is an action, done again on every run

@@ -152,6 +152,35 @@ def _post(url: str, body: dict) -> list | dict:
         return json.loads(resp.read())
 
 
+def _artifacts(api: str, flow_run_id: str) -> dict[str, dict]:
+    found = _post(f"{api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    return {a["key"]: a for a in found if a.get("key")}
+
+
+def _check_links_both_ways(api: str, mlflow_url: str, flow_run_id: str, version) -> None:
+    """The flow run shows every step's report, the training progress and loss curve, and links to its
+    MLflow run and model version; the MLflow run links back to the flow run's page."""
+    from mlflow import MlflowClient
+
+    artifacts = _artifacts(api, flow_run_id)
+    for step in ("fetch-model", "preprocess", "train", "evaluate", "merge", "register"):
+        assert "**Output**" in artifacts[f"nightly-tiny-{step}"]["data"], step
+    progress = artifacts["nightly-tiny-train-progress"]
+    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+    assert "2/2" in progress["description"]
+    curve = artifacts["nightly-tiny-loss-curve"]["data"]
+    assert curve.startswith(f"{mlflow_url}/get-artifact?")
+    with urllib.request.urlopen(curve, timeout=30) as resp:  # the image the Prefect UI shows
+        assert resp.read(8) == b"\x89PNG\r\n\x1a\n"
+    run_link = artifacts["nightly-tiny-mlflow-run"]["data"]  # a link artifact: [text](url)
+    assert f"]({mlflow_url}/#/experiments/" in run_link and run_link.endswith(f"/runs/{version.run_id})")
+    version_url = f"{mlflow_url}/#/models/nightly-tiny/versions/{version.version}"
+    assert artifacts["nightly-tiny-model-version"]["data"].endswith(f"]({version_url})")
+    tags = MlflowClient(tracking_uri=mlflow_url).get_run(version.run_id).data.tags
+    assert tags["prefect.flow_run_id"] == flow_run_id
+    assert tags["prefect.flow_run_url"].endswith(f"/runs/flow-run/{flow_run_id}")
+
+
 def _job_config(path: Path, workdir: Path) -> None:
     cfg = small_config(
         workdir,
@@ -260,6 +289,8 @@ def test_scheduled_run_on_a_worker_with_postgres_backed_servers(tmp_path):
             got = download(mlflow_url, "nightly-tiny", "candidate", tmp_path / "dl")
             files = {p.name for p in Path(got).rglob("*")}
             assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
+
+            _check_links_both_ways(api, mlflow_url, run["id"], version)
 
             # a triggered run with an override, waited for: its state and version come back
             args = ["trigger", "finetune/nightly", "train.logging_steps=1", "--wait", "--timeout", "900"]

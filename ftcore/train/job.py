@@ -104,13 +104,9 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
         final_loss = next((e["loss"] for e in reversed(result["log_history"]) if "loss" in e), None)
         metrics = {k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+        plots = loss_plots(result["log_history"], out / "plots")
         if tracking:
-            from ftcore.plots import plot_loss_curve
-
-            plot_dir = out / "plots"
-            plot_dir.mkdir(exist_ok=True)
-            plot_loss_curve(result["log_history"], plot_dir / "loss_curve.png")
-            tracking.artifacts(plot_dir, "plots")
+            tracking.artifacts(out / "plots", "plots")
             tracking.metrics({f"train/{k}": v for k, v in metrics.items()}, result["global_step"])
     artifact = Artifact(
         kind=method.artifact_kind,
@@ -132,12 +128,20 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             "final_loss": final_loss,
             "metrics": metrics,
             "mlflow_run_id": tracking.run_id if tracking else None,
+            "plots": {name: str(path) for name, path in plots.items()},
             "tracker_dirs": {name: str(path) for name, path in tracker_dirs.items()},
             "tracking_uri": tracking.uri if tracking else None,
         },
     )
     write_manifest(out, artifact)
     return artifact
+
+
+def loss_plots(log_history: list[dict[str, Any]], plot_dir: Path) -> dict[str, Path]:
+    """The loss curve as a PNG, for MLflow and the step's report in the Prefect UI."""
+    from ftcore.plots import plot_loss_curve
+
+    return {"loss_curve": plot_loss_curve(log_history, plot_dir / "loss_curve.png")}
 
 
 @contextlib.contextmanager
