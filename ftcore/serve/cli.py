@@ -64,6 +64,9 @@ def serve_command(args: argparse.Namespace) -> int:
             return 0
     if not args.target:
         raise ConfigError("ft serve: give a TARGET (config file, models:/NAME@ALIAS or a model folder)")
+    from ftcore.processes import die_with_parent
+
+    die_with_parent(use_pdeathsig=False)  # started by a blue/green follower: never outlive it
     target = resolve_target(args.target, args.overrides, args.tracking_uri)
     cfg = target.serve
     host = args.host or cfg.host

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftcore.errors import ServiceUnavailableError
+from ftcore.processes import child_env
 
 STOP_GRACE_S = 30  # `ft serve` gives in-flight requests 10 s, vLLM 10 s more to exit
 
@@ -83,7 +84,8 @@ def start_server(
     cmd += list(extra_args or [])
     from ftcore.serve.server import API_KEY_ENV
 
-    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+    # the server stops (and stops its vLLM) when this process dies, even by SIGKILL
+    env = child_env({k: v for k, v in os.environ.items() if k != API_KEY_ENV})
     if api_key:
         env[API_KEY_ENV] = api_key
     log_path = log_dir / f"ft-serve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.out"

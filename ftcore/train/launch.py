@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ftcore
 from ftcore.errors import MEMORY_HINT, FtflowError
-from ftcore.processes import stop_process
+from ftcore.processes import child_env, stop_process
 from ftcore.train import progress
 from ftcore.train.job import TrainRequest
 from ftcore.train.lock import OutputLock
@@ -50,8 +50,7 @@ def worker_env() -> dict[str, str]:
     if (root / "pyproject.toml").is_file():  # never put an installed package's site-packages first
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
-    env["FTFLOW_TRAIN_PARENT"] = str(os.getpid())
-    return env
+    return child_env(env)  # the worker exits when this process dies
 
 
 def run_worker(request: TrainRequest, lock: OutputLock | None = None) -> None:

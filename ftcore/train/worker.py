@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ftcore.processes import die_with_parent
 from ftcore.train.progress import PROGRESS_FIELD
 
 RECORD_PREFIX = "\x1eftflow-log "  # marks a log record line in the worker's output
@@ -50,34 +48,10 @@ def _stop(signum: int, frame: Any) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Never outlive the train step: the kernel signals us when it dies (Linux), and a watcher thread
-    covers other systems and a parent that died before we got here."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    if os.getppid() != parent:
-        os._exit(143)
-    threading.Thread(target=watch, name="ftflow-parent-watch", daemon=True).start()
-
-
 def main(argv: list[str]) -> int:
     request_path, error_path = Path(argv[0]), Path(argv[1])
     signal.signal(signal.SIGTERM, _stop)
-    parent = os.environ.get("FTFLOW_TRAIN_PARENT")
-    if parent:
-        _die_with_parent(int(parent))
+    die_with_parent()  # never outlive the train step
     _setup_logging()
     try:
         from ftcore.train.job import TrainRequest, run_training
