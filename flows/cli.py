@@ -173,7 +173,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.config_command == "schema":
             print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
         else:
-            print(dump_config(load_config(args.config, args.overrides)), end="")
+            from ftcore.config.recipe import is_recipe, load_recipe, recipe_dict
+
+            if is_recipe(args.config):  # every job resolved, references kept as written
+                import yaml
+
+                shown = recipe_dict(load_recipe(args.config, args.overrides))
+                for job in shown["jobs"].values():
+                    job.pop("base_dir", None)
+                print(yaml.safe_dump(shown, sort_keys=False), end="")
+            else:
+                print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
     if args.command in ops_cli.COMMANDS:
         _quiet_libraries()

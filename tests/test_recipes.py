@@ -254,15 +254,26 @@ def test_deployment_parameter_reloads_as_the_same_recipe(
     loaded = load_recipe(source)
     param = flow_parameters("recipe", loaded)["recipe"]
     assert ENTRYPOINTS["recipe"] == "flows/recipe.py:recipe"
-    monkeypatch.chdir(tmp_path)
+    where = {
+        job: (cfg.workdir_path, cfg.resolve_input(cfg.data.dataset_dir)) for job, cfg in loaded.jobs.items()
+    }
+    monkeypatch.chdir(tmp_path)  # a worker elsewhere
     again = load_recipe(param)
     assert [(r.job, r.field, r.target) for r in again.refs] == [
         (r.job, r.field, r.target) for r in loaded.refs
     ]
     for job, cfg in loaded.jobs.items():
-        assert again.jobs[job].workdir_path == cfg.workdir_path
-        assert again.jobs[job].resolve_input(again.jobs[job].data.dataset_dir) == cfg.resolve_input(
-            cfg.data.dataset_dir
-        )
-        assert again.jobs[job].registry.model_name == cfg.registry.model_name
-        assert again.jobs[job].train == cfg.train
+        moved = again.jobs[job]
+        assert (moved.workdir_path, moved.resolve_input(moved.data.dataset_dir)) == where[job]
+        assert moved.registry.model_name == cfg.registry.model_name and moved.train == cfg.train
+
+
+def test_config_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture) -> None:
+    from flows.cli import main
+
+    path = REPO / "configs" / "recipes" / "sft_then_sft.yaml"
+    assert main(["config", "show", str(path), "jobs.polish.train.learning_rate=1e-3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["jobs"]["polish"]["model"]["name_or_path"] == "job:identity"
+    assert shown["jobs"]["polish"]["train"]["learning_rate"] == 1e-3
+    assert shown["jobs"]["general"]["data"]["dataset"] == ["demo_alpaca"]
