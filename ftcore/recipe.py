@@ -40,6 +40,17 @@ def check_recipe(recipe: Recipe) -> None:
                 f"{ref.where}: {ref.field}: job '{ref.target}' makes no '{ref.artifact}' artifact with its "
                 f"config (it makes {', '.join(sorted(made))})"
             )
+        upstream = recipe.jobs[ref.target]
+        if (
+            ref.artifact == "merged"
+            and not upstream.export.merge
+            and upstream.train.finetuning_type == "lora"
+        ):
+            raise ConfigError(
+                f"{ref.where}: {ref.field}: job '{ref.target}' sets export.merge: false, so it makes "
+                f"an adapter, not a model; merge it (export.merge: true), or"
+                f" take job:{ref.target}/trained as model.adapter_name_or_path"
+            )
     for job in recipe.jobs:
         stand_in = stand_in_config(recipe, job)
         if stand_in is not None:

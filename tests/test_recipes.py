@@ -143,6 +143,9 @@ def test_a_missing_artifact_and_a_bad_later_job_fail_before_training(tmp_path: P
     quantized = {"a": _job(), "b": _job("job:a/quantized")}  # job a does not quantize
     with pytest.raises(ConfigError, match="job 'a' makes no 'quantized' artifact"):
         check_recipe(load_recipe(_write(tmp_path / "q.yaml", {"workdir": runs, "jobs": quantized})))
+    unmerged = {"a": {**_job(), "export": {"merge": False}}, "b": _job("job:a")}
+    with pytest.raises(ConfigError, match=r"job .a. sets export\.merge: false, so it makes an adapter"):
+        check_recipe(load_recipe(_write(tmp_path / "m.yaml", {"workdir": runs, "jobs": unmerged})))
     # the last job's data set does not exist: found while the first job's inputs are only stood in for
     bad_data = {"a": _job(), "b": _job(), "c": _job("job:b", dataset="no_such_dataset")}
     with pytest.raises(ConfigError, match="no_such_dataset"):
