@@ -121,7 +121,7 @@ def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | None
         line = lines.get(f"jobs.{job}")
         if not JOB_NAME.match(job):
             raise ConfigError(f"{_at(where, line)}: job name '{job}': use letters, digits, '.', '_' or '-'")
-        cfg, origin = _load_job(job, entry, base, where, line, per_job.get(job, []))
+        cfg, origin = _load_job(job, entry, base, where, lines, per_job.get(job, []))
         cfg = _job_defaults(cfg, name, job, workdir)
         jobs[job] = cfg
         refs += _find_refs(job, cfg, origin, where, lines)
@@ -170,10 +170,10 @@ class _Origin:
 
 
 def _load_job(
-    job: str, entry: Any, base: Path, where: str, line: int | None, cli: list[str]
+    job: str, entry: Any, base: Path, where: str, lines: dict[str, int], cli: list[str]
 ) -> tuple[PipelineConfig, _Origin]:
     """One job's config (refs still as strings), and where its keys were written."""
-    context = f"{_at(where, line)}: job '{job}'"
+    context = f"{_at(where, lines.get(f'jobs.{job}'))}: job '{job}'"
     if isinstance(entry, str):
         entry = {"config": entry}
     if not isinstance(entry, dict):
@@ -205,8 +205,20 @@ def _load_job(
                 cfg = cfg.model_copy(update={"base_dir": str(base)})
             origin = _Origin(None, {}, is_flat(entry), frozenset())
     except ConfigError as exc:
+        if isinstance(entry, dict) and "config" not in entry:  # inline: the recipe's line of the key
+            raise ConfigError(
+                "\n".join(_inline_error(m, job, where, lines) for m in str(exc).splitlines())
+            ) from None
         raise ConfigError(f"{context}: {exc}") from None
     return cfg, origin
+
+
+def _inline_error(message: str, job: str, where: str, lines: dict[str, int]) -> str:
+    """`<config>: ... 'train.stage' ...` of an inline job -> `recipe.yaml:LINE: job 'J': ...`."""
+    rest = message.removeprefix("<config>: ")
+    key = re.search(r"'([^']+)'", rest)
+    line = (key and lines.get(f"jobs.{job}.{key[1]}")) or lines.get(f"jobs.{job}")
+    return f"{_at(where, line)}: job '{job}': {rest}"
 
 
 def _job_defaults(cfg: PipelineConfig, recipe: str, job: str, workdir: str) -> PipelineConfig:
