@@ -125,6 +125,10 @@ def test_recipe_errors_before_any_job_runs(tmp_path: Path) -> None:
         load_recipe(
             _write(tmp_path / "ok.yaml", {"jobs": {"a": _job(), "b": _job()}}), ["jobs.z.train.max_steps=2"]
         )
+    twice = tmp_path / "twice.yaml"  # two jobs of one name: YAML would keep the last silently
+    twice.write_text("jobs:\n  a: {model: {name_or_path: builtin:tiny-qwen2}}\n  a: {}\n")
+    with pytest.raises(ConfigError, match=rf"^{twice}:3: key 'jobs.a' is given twice"):
+        load_recipe(twice)
     with pytest.raises(ConfigError, match="unknown recipe key 'job'"):
         load_recipe(_write(tmp_path / "typo.yaml", {"job": {}, "jobs": {"a": _job()}}))
 

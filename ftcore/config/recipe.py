@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ftcore.config.llamafactory import KEY_MAP, is_flat
-from ftcore.config.loader import _key_lines, _UniqueKeyLoader, load_config
+from ftcore.config.loader import _DuplicateKey, _key_lines, _UniqueKeyLoader, load_config
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.errors import ConfigError
 
@@ -99,6 +99,11 @@ def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | None
         text = path.read_text(encoding="utf-8")
         try:
             raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKey as dup:
+            raise ConfigError(
+                f"{path}:{dup.line}: key '{dup.key}' is given twice (lines {dup.first} and {dup.line}); "
+                "YAML would silently keep the last one: remove one of them"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
         where, base, lines = str(path), path.resolve().parent, _key_lines(text)
