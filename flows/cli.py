@@ -2,6 +2,8 @@
 
 ft run CFG [key=value ...]      the finetune flow (fetch, preprocess, train, evaluate, merge, quantize,
                                 register, gate: the steps the config turns on)
+ft run RECIPE [jobs.J.k=v ...]  a recipe (a `jobs:` file): its jobs as one flow, each taking earlier
+                                jobs' models (`job:NAME`), each job's steps cached
 ft train CFG [key=value ...]    fetch + preprocess + train, no orchestrator
 ft eval CFG [key=value ...]     evaluate the trained (or given) adapter and the base model
 ft export CFG [key=value ...]   merge the adapter into the base model (export.export_dir), then
@@ -171,7 +173,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.config_command == "schema":
             print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
         else:
-            print(dump_config(load_config(args.config, args.overrides)), end="")
+            from ftcore.config.recipe import is_recipe, load_recipe, recipe_dict
+
+            if is_recipe(args.config):  # every job resolved, references kept as written
+                import yaml
+
+                shown = recipe_dict(load_recipe(args.config, args.overrides))
+                for job in shown["jobs"].values():
+                    job.pop("base_dir", None)
+                print(yaml.safe_dump(shown, sort_keys=False), end="")
+            else:
+                print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
     if args.command in ops_cli.COMMANDS:
         _quiet_libraries()
@@ -193,6 +205,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return serve_cli.serve_command(args) if args.command == "serve" else serve_cli.chat_command(args)
     handler = _ftcore_to_stderr()  # before loading: the LLaMA-Factory adapter reports the keys it ignores
     _quiet_libraries()
+    if args.command == "run":
+        from ftcore.config.recipe import is_recipe
+
+        if is_recipe(args.config):
+            return _run_recipe(args, handler)
     cfg = load_config(args.config, args.overrides)
     if args.command == "run":
         from ftcore.steps import preflight
@@ -220,6 +237,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         "export": (_export_target(cfg), ("train",)),
     }[args.command]
     _print_artifacts(run_local(cfg, until=until, lookup=lookup))
+    return 0
+
+
+def _run_recipe(args: argparse.Namespace, handler: logging.Handler) -> int:
+    """`ft run RECIPE.yaml [jobs.JOB.key=value ...]`: the recipe flow, its jobs checked first."""
+    from ftcore.config.recipe import load_recipe
+    from ftcore.recipe import check_recipe
+
+    check_recipe(load_recipe(args.config, args.overrides))  # before Prefect starts
+    from flows.local_server import prefect_api
+
+    with prefect_api():
+        from flows.recipe import recipe
+
+        logging.getLogger("ftcore").removeHandler(handler)
+        logging.getLogger("ftcore").propagate = True
+        recipe(args.config, args.overrides)
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from flows.finetune import job_tags
 from ftcore.config import PipelineConfig, load_config
+from ftcore.config.recipe import Recipe, is_recipe, load_recipe
 from ftcore.errors import ConfigError, ServiceUnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,7 @@ ENTRYPOINTS = {
     "finetune": "flows/finetune.py:finetune",
     "promote": "flows/promote.py:promote",
     "serve": "flows/serve.py:serve_champion",  # long-running: the champion, blue/green on each move
+    "recipe": "flows/recipe.py:recipe",  # a recipe's jobs as one flow (a `jobs:` file)
 }
 WATCH_ENTRYPOINT = "flows/watch.py:watch"  # the event-trigger watcher (--on-data-change / --on-alias)
 Collision = Literal["enqueue", "cancel"]
@@ -54,9 +56,14 @@ def deployable_config(cfg: PipelineConfig) -> dict[str, Any]:
     return fixed.model_dump(mode="json", exclude={"base_dir"})
 
 
-def flow_parameters(flow: str, cfg: PipelineConfig) -> dict[str, Any]:
+def flow_parameters(flow: str, cfg: PipelineConfig | Recipe) -> dict[str, Any]:
     """The deployment's parameters: the config for finetune / promote; for serve, what to follow (the
-    registry alias serve.model_alias of registry.model_name) and where the registry is."""
+    registry alias serve.model_alias of registry.model_name) and where the registry is; for a recipe,
+    the recipe with its jobs inline."""
+    if isinstance(cfg, Recipe):
+        from flows.recipe import deployable_recipe
+
+        return {"recipe": deployable_recipe(cfg)}
     if flow != "serve":
         return {"config": deployable_config(cfg)}
     from ftcore.tracking import resolve_tracking_uri
@@ -71,7 +78,7 @@ def flow_parameters(flow: str, cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def deployment_name(cfg: PipelineConfig, name: str | None) -> str:
+def deployment_name(cfg: PipelineConfig | Recipe, name: str | None) -> str:
     return name or re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name)
 
 
@@ -111,7 +118,7 @@ def ensure_process_pool(pool: str) -> None:
 
 
 def deploy(
-    cfg: PipelineConfig,
+    cfg: PipelineConfig | Recipe,
     flow: str = "finetune",
     name: str | None = None,
     cron: str | None = None,
@@ -136,6 +143,12 @@ def deploy(
     from prefect import Flow
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
+    if isinstance(cfg, Recipe) != (flow == "recipe"):
+        raise ConfigError(
+            f"ft deploy --flow {flow}: the recipe flow takes a recipe file, the others a job config"
+        )
+    if isinstance(cfg, Recipe) and (on_data_change or on_alias):
+        raise ConfigError("ft deploy: --on-data-change / --on-alias watch one job; deploy that job's config")
     if flow not in ENTRYPOINTS:
         raise ConfigError(
             f"ft deploy --flow: '{flow}' is not a deployable flow; choose {', '.join(ENTRYPOINTS)}"
@@ -165,7 +178,7 @@ def deploy(
         paused=paused,
         parameters=flow_parameters(flow, cfg),
         concurrency_limit=ConcurrencyLimitConfig(limit=concurrency, collision_strategy=strategy),
-        tags=job_tags(cfg),
+        tags=["ftflow", f"recipe:{cfg.name}"] if isinstance(cfg, Recipe) else job_tags(cfg),
         description=f"ftflow {flow} of job {cfg.name}",
         build=False,
         push=False,
@@ -211,5 +224,10 @@ def deploy(
 
 
 def deploy_file(path: str | Path, overrides: list[str] | None = None, **options: Any) -> Deployed:
-    """`deploy` for a YAML config file (what `ft deploy CFG key=value` runs)."""
+    """`deploy` for a YAML config file (what `ft deploy CFG key=value` runs); a recipe file deploys
+    the recipe flow."""
+    if is_recipe(path):
+        if options.get("flow", "finetune") == "finetune":
+            options["flow"] = "recipe"
+        return deploy(load_recipe(path, overrides), **options)
     return deploy(load_config(path, overrides), **options)

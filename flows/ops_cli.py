@@ -22,7 +22,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     deploy.add_argument("config", help="YAML config (its parameter in the deployment, paths made absolute)")
     deploy.add_argument("overrides", nargs="*", help="key=value overrides baked into the deployment")
     deploy.add_argument("--name", help="deployment name (default: the job's name)")
-    deploy.add_argument("--flow", default="finetune", help="finetune (default), promote or serve")
+    deploy.add_argument(
+        "--flow",
+        default="finetune",
+        help="finetune (default), promote or serve; recipe for a recipe file (its default)",
+    )
     when = deploy.add_mutually_exclusive_group()
     when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (nightly at 03:00)')
     when.add_argument("--interval", type=float, help="run every N seconds")

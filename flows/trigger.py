@@ -62,6 +62,11 @@ def trigger(
     config = deployment.parameters.get("config")
     if overrides and config is not None:
         load_config(config, overrides)  # a bad key or value fails here, naming it
+    recipe = deployment.parameters.get("recipe")
+    if overrides and recipe is not None:
+        from ftcore.config.recipe import load_recipe
+
+        load_recipe(recipe, overrides)  # jobs.JOB.key=value: the job and the key checked here
     parameters = {"overrides": list(overrides)} if overrides else {}
     run = run_deployment(name, parameters=parameters, timeout=(timeout_s if wait else 0))
     result: dict[str, Any] = {}
