@@ -45,7 +45,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
 
     from ftcore.data.processor import ProcessContext, tokenize_split
     from ftcore.data.splits import save_split
-    from ftcore.data.template import get_template
+    from ftcore.data.template import RESPONSE_ROLES, get_template
     from ftcore.modeling import load_tokenizer
 
     template_name = resolve_template(cfg, model)
@@ -85,10 +85,11 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
             counts[split] = len(tokenized)
             del tokenized
             shutil.rmtree(tmp / f".map-{split}", ignore_errors=True)
-            if split == "eval":
+            if split == "eval":  # the rows evaluation answers: those that end on a reference reply
                 with (tmp / "eval_rows.jsonl").open("w", encoding="utf-8") as handle:
                     for row in rows:
-                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        if cfg.train.stage != "pt" and row["messages"][-1]["role"] in RESPONSE_ROLES:
+                            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         artifact = Artifact(
             kind="tokenized",
             path=str(out),
