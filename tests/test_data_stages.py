@@ -468,3 +468,30 @@ def test_llamafactory_demo_files_run_with_their_stage(toks, tmp_path: Path, data
     labels = out["chosen_labels"] if STAGE_DATA[stage] == "pairwise" else out["labels"]
     if STAGE_DATA[stage] != "unsupervised":
         assert all(any(x != IGNORE_INDEX for x in example) for example in labels)
+
+
+# --- LLaMA-Factory's data keys --------------------------------------------------------------------
+
+
+def test_llamafactory_data_keys(tmp_path: Path):
+    from ftcore.artifacts import Artifact
+    from ftcore.config import load_config
+    from ftcore.steps.preprocess import resolve_template
+
+    flat = {
+        "model_name_or_path": "builtin:tiny-qwen3",
+        "stage": "pt",
+        "dataset": "c4_demo",
+        "template": "qwen3",
+    }
+    flat |= {"mask_history": True, "enable_thinking": False, "output_dir": str(tmp_path / "o")}
+    path = tmp_path / "lf.yaml"
+    path.write_text(json.dumps(flat))
+    cfg = load_config(path)
+    assert (cfg.train.stage, cfg.data.mask_history, cfg.data.enable_thinking) == ("pt", True, False)
+    model = Artifact(kind="model", path=str(tmp_path), fingerprint="-", metadata={"template": "qwen3"})
+    assert resolve_template(cfg, model) == "qwen3_nothink"  # LLaMA-Factory's enable_thinking: false
+    cfg.data.enable_thinking = True
+    assert resolve_template(cfg, model) == "qwen3"
+    with pytest.raises(ConfigError, match=r"mask_history and data\.train_on_prompt"):
+        load_config(path, ["data.train_on_prompt=true"])

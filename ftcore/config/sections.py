@@ -79,6 +79,11 @@ class DataConfig(Section):
     mask_history: bool = Field(
         False, description="Compute loss on the last reply of each conversation only (not earlier replies)."
     )
+    enable_thinking: bool = Field(
+        True,
+        description="Reasoning templates (qwen3): false trains without reasoning (the thinking-off "
+        "variant, e.g. qwen3_nothink: reasoning dropped, an empty block in the prompt).",
+    )
     seed: int = Field(42, description="Seed for the train / validation split and shuffling.")
     preprocessing_num_workers: int | None = Field(
         None,

@@ -22,8 +22,9 @@ log = logging.getLogger("ftcore.steps")
 
 
 def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
-    """data.template when given, else the model's own (built-in marker or config.json model_type)."""
-    from ftcore.data.template import get_template
+    """data.template when given, else the model's own (built-in marker or config.json model_type);
+    with data.enable_thinking false, a reasoning template's thinking-off variant."""
+    from ftcore.data.template import get_template, list_templates
 
     name = cfg.data.template or model.metadata.get("template")
     if not name:
@@ -31,7 +32,16 @@ def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
             f"data.template is not set and no template is known for model '{model.metadata.get('ref')}': "
             "set data.template (e.g. qwen, llama3, chatml)"
         )
-    get_template(name)  # unknown names fail here, naming the template
+    template = get_template(name)  # unknown names fail here, naming the template
+    if cfg.data.enable_thinking is False and template.thinking is not None and template.thinking.enabled:
+        # LLaMA-Factory's enable_thinking: false on a reasoning template is its thinking-off variant,
+        # by name, so training, evaluation and the served chat template all agree
+        off = f"{name}_nothink"
+        if off not in list_templates():
+            raise ConfigError(
+                f"data.enable_thinking=false: template '{name}' has no thinking-off variant ('{off}')"
+            )
+        return off
     return name
 
 
