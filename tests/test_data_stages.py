@@ -277,6 +277,39 @@ def test_tool_calls_render_like_the_official_qwen_templates(toks, name, tok_name
     assert ours == list(official)
 
 
+@pytest.mark.parametrize(
+    ("name", "tok_name"),
+    [
+        ("qwen", "tiny-qwen2"),
+        ("qwen3", "tiny-qwen3"),
+        ("qwen3_nothink", "tiny-qwen3"),
+        ("llama3", "tiny-llama"),
+    ],
+)
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_served_jinja_renders_the_trained_tool_ids(toks, name, tok_name, system):
+    """A trained model's chat_template (what transformers / vLLM serve with) renders the tool list,
+    the call and the tool result exactly as training encoded them."""
+    tok, template = toks[tok_name], get_template(name)
+    messages = ([{"role": "system", "content": system}] if system else []) + _openai(TOOL_ROW["messages"])
+    tools = [{"type": "function", "function": t} for t in TOOLS]
+    served = tok.apply_chat_template(
+        messages, tools=tools, chat_template=template.chat_template(), tokenize=True
+    )
+    pairs = template.encode_multiturn(tok, TOOL_ROW["messages"], system, TOOL_ROW["tools"])
+    assert list(served["input_ids"]) == [i for p, r in pairs for i in p + r]
+    prompt = tok.apply_chat_template(
+        messages[:-1],
+        tools=tools,
+        chat_template=template.chat_template(),
+        tokenize=True,
+        add_generation_prompt=True,
+    )
+    assert list(prompt["input_ids"]) == template.encode_prompt(
+        tok, TOOL_ROW["messages"][:-1], system, TOOL_ROW["tools"]
+    )
+
+
 def test_tool_calls_llama3_as_llamafactory_writes_them(toks):
     tok = toks["tiny-llama"]
     pairs = get_template("llama3").encode_multiturn(tok, TOOL_ROW["messages"], "Sys. ", TOOL_ROW["tools"])

@@ -89,3 +89,59 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
     ),
     "llama3.1": ToolFormat(lambda system, tools: system + _llama3_tool_text(tools), _llama3_calls),
 }
+
+
+# The same formats in Jinja, for the chat_template a trained model carries (ftcore.data.chat_jinja):
+# `system_jinja` sets `system` from `system` and `tools`; `calls_jinja` sets `calls` from
+# `message.tool_calls` (OpenAI shape: {"type": "function", "function": {"name", "arguments"}}).
+_WRAP = "(tool if tool.type == 'function' else {'type': 'function', 'function': tool})"
+_CALL = "{%- set f = call.function if call.function is defined else call -%}"
+
+
+def _lit(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _qwen_system_jinja() -> str:
+    before, after = _QWEN_TOOLS.split("<<TOOLS>>")
+    return (
+        "{%- set ns_tools = namespace(text='') -%}"
+        f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + '\\n' + ({_WRAP} | tojson) -%}}"
+        "{%- endfor -%}"
+        f"{{%- set listed = {_lit(before)} + ns_tools.text + {_lit(after)} -%}}"
+        "{%- set system = (system + '\\n\\n' + listed) if system else listed -%}"
+    )
+
+
+def _llama3_system_jinja(date: bool) -> str:
+    before, after = _LLAMA3_TOOLS.split("<<TOOLS>>")
+    head = _lit((_LLAMA3_DATE if date else "") + before)
+    return (
+        "{%- set ns_tools = namespace(text='') -%}"
+        f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + ({_WRAP} | tojson(indent=4)) "
+        "+ '\\n\\n' -%}{%- endfor -%}"
+        f"{{%- set system = (system or '') + {head} + ns_tools.text + {_lit(after)} -%}}"
+    )
+
+
+_QWEN_CALLS_JINJA = (
+    "{%- set ns_calls = namespace(parts=[]) -%}"
+    f"{{%- for call in message.tool_calls -%}}{_CALL}"
+    "{%- set ns_calls.parts = ns_calls.parts + ['<tool_call>\\n' + "
+    "({'name': f.name, 'arguments': f.arguments} | tojson) + '\\n</tool_call>'] -%}{%- endfor -%}"
+    "{%- set calls = ns_calls.parts | join('\\n') -%}"
+)
+_LLAMA3_CALLS_JINJA = (
+    "{%- set ns_calls = namespace(parts=[]) -%}"
+    f"{{%- for call in message.tool_calls -%}}{_CALL}"
+    "{%- set ns_calls.parts = ns_calls.parts + [{'name': f.name, 'parameters': f.arguments}] -%}"
+    "{%- endfor -%}"
+    "{%- set calls = (ns_calls.parts[0] if ns_calls.parts | length == 1 else ns_calls.parts) | tojson -%}"
+)
+
+# tool_format -> (system_jinja, calls_jinja)
+TOOL_JINJA: dict[str, tuple[str, str]] = {
+    "qwen": (_qwen_system_jinja(), _QWEN_CALLS_JINJA),
+    "llama3": (_llama3_system_jinja(date=True), _LLAMA3_CALLS_JINJA),
+    "llama3.1": (_llama3_system_jinja(date=False), _LLAMA3_CALLS_JINJA),
+}
