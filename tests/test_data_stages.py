@@ -284,6 +284,7 @@ def test_tool_calls_render_like_the_official_qwen_templates(toks, name, tok_name
         ("qwen3", "tiny-qwen3"),
         ("qwen3_nothink", "tiny-qwen3"),
         ("llama3", "tiny-llama"),
+        ("llama3.1", "tiny-llama"),
     ],
 )
 @pytest.mark.parametrize("system", [None, "Be brief."])
