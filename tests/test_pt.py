@@ -32,3 +32,16 @@ def test_ft_train_pt_on_c4_demo_lowers_the_loss(tmp_path: Path) -> None:
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert len(losses) == 12 and all(map(math.isfinite, losses))  # finite, logged every 2 steps
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3  # causal-LM loss on the blocks falls
+
+
+@pytest.mark.usefixtures("prefect_local")
+def test_pt_through_the_prefect_flow_trains_evaluates_and_merges(tmp_path: Path) -> None:
+    from flows.finetune import finetune
+
+    overrides = [f"workdir={tmp_path / 'w'}", "train.max_steps=12", "registry.enabled=false"]
+    result = finetune(str(REPO / "configs" / "pt_lora.yaml"), overrides=overrides)
+    states = {row["step"]: row["state"] for row in result["summary"]}
+    assert all(states[s] == "Completed" for s in ("preprocess", "train", "evaluate", "merge"))
+    assert result["artifacts"]["trained"]["metadata"]["objective"] == "pt"
+    metrics = result["artifacts"]["eval"]["metadata"]["metrics"]  # held-out blocks: loss only
+    assert metrics["tuned/eval_loss"] < metrics["base/eval_loss"]
