@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from ftcore.data.tools import TOOL_JINJA
+
 if TYPE_CHECKING:
     from ftcore.data.template import Template
 
@@ -36,10 +38,16 @@ def render_jinja(template: Template) -> str:
     lines = [
         f"{{#- ftflow chat template '{t.name}': renders the ids ftflow trained with -#}}",
         f"{{%- set system = {_lit(t.default_system)} -%}}{{%- set turns = messages -%}}",
+        "{%- set prompt_roles = "
+        + ("['user', 'tool', 'observation']" if t.tool_format else "['user']")
+        + " -%}",
         "{%- if messages and messages[0]['role'] == 'system' -%}",
         "  {%- set system = messages[0]['content'] or system -%}{%- set turns = messages[1:] -%}",
         "{%- endif -%}",
     ]
+    if t.tool_format:
+        system_tools, calls = TOOL_JINJA[t.tool_format]
+        lines.append(f"{{%- if tools is defined and tools -%}}{system_tools}{{%- endif -%}}")
     if t.bos:
         lines.append(f"{{{{- {_lit(t.bos)} -}}}}")
     condition = "true" if t.always_system else "system"
@@ -52,9 +60,13 @@ def render_jinja(template: Template) -> str:
         lines.append(f"{{%- set thinking = enable_thinking if enable_thinking is defined else {default} -%}}")
     lines += [
         "{%- for message in turns -%}",
-        "  {%- set content = message['content'] -%}",
-        "  {%- if message['role'] == 'user' -%}",
-        f"    {{{{- {_fill(t.format_user, 'content', trim)} -}}}}",
+        "  {%- set content = message['content'] or '' -%}",
+        "  {%- if message['role'] in prompt_roles -%}",
+        "    {%- if message['role'] == 'user' -%}",
+        f"      {{{{- {_fill(t.format_user, 'content', trim)} -}}}}",
+        "    {%- else -%}",
+        f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim)} -}}}}",
+        "    {%- endif -%}",
     ]
     if think:
         lines += [
@@ -63,6 +75,13 @@ def render_jinja(template: Template) -> str:
             "    {%- endif -%}",
         ]
     lines.append("  {%- elif message['role'] == 'assistant' -%}")
+    lines.append("    {%- set calling = message.tool_calls is defined and message.tool_calls -%}")
+    if t.tool_format:
+        lines += [
+            f"    {{%- if calling -%}}{calls}",
+            "      {%- set content = (content + '\\n' + calls) if content else calls -%}",
+            "    {%- endif -%}",
+        ]
     if think:
         start, end = _lit(think.open.strip()), _lit(think.close.strip())
         lines += [
@@ -78,9 +97,13 @@ def render_jinja(template: Template) -> str:
             "    {%- endif -%}",
         ]
     lines += [
-        f"    {{{{- {_fill(t.format_assistant, 'content', trim)} -}}}}",
+        "    {%- if calling -%}",
+        f"      {{{{- {_fill(t.format_function or t.format_assistant, 'content', trim)} -}}}}",
+        "    {%- else -%}",
+        f"      {{{{- {_fill(t.format_assistant, 'content', trim)} -}}}}",
+        "    {%- endif -%}",
         "  {%- else -%}",
-        "    {{- raise_exception('only system (first), user and assistant messages are supported') -}}",
+        "    {{- raise_exception('only system (first), user, assistant and tool messages are supported') -}}",
         "  {%- endif -%}",
         "{%- endfor -%}",
     ]

@@ -1,14 +1,15 @@
-"""Training: one module per objective (the YAML's `train.stage`: sft now; pt, dpo, ... later),
+"""Training: one module per objective (the YAML's `train.stage`: sft, pt; dpo, ... later),
 methods chosen from a table, callbacks for progress and tracking.
 
 The train step (ftcore.steps.train) runs it in a worker process: launch -> worker -> job.
 """
 
 from ftcore.train.methods import METHODS
+from ftcore.train.pt import run_pt
 from ftcore.train.sft import run_sft
 
 # objective -> entry function(model, tokenizer, train_dataset, cfg, checkpoint_dir, resume_from, callbacks,
 #                           method); it trains the prepared model and returns metrics + log history
-OBJECTIVES = {"sft": run_sft}
+OBJECTIVES = {"sft": run_sft, "pt": run_pt}
 
 __all__ = ["METHODS", "OBJECTIVES"]
