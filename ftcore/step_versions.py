@@ -26,7 +26,7 @@ STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
     "fetch_dataset": 1,
     "preprocess": 2,
-    "train": 2,
+    "train": 3,
     "evaluate": 4,
     "merge": 4,
     "quantize": 1,
@@ -42,6 +42,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
     "train": (
         "ftcore/steps/train.py",
         "ftcore/train/*.py",
+        "ftcore/train/methods/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
     ),

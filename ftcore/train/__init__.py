@@ -4,11 +4,11 @@ methods chosen from a table, callbacks for progress and tracking.
 The train step (ftcore.steps.train) runs it in a worker process: launch -> worker -> job.
 """
 
-from ftcore.train.methods import METHODS
+from ftcore.train.methods import METHODS, method_for
 from ftcore.train.sft import run_sft
 
 # objective -> entry function(model, tokenizer, train_dataset, cfg, checkpoint_dir, resume_from, callbacks,
 #                           method); it trains the prepared model and returns metrics + log history
 OBJECTIVES = {"sft": run_sft}
 
-__all__ = ["METHODS", "OBJECTIVES"]
+__all__ = ["METHODS", "OBJECTIVES", "method_for"]
