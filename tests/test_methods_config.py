@@ -135,6 +135,11 @@ LAYERWISE_GALORE = ["train.finetuning_type=full", "train.galore.enabled=true", "
             "train.gradient_accumulation_steps",
         ),
         (["train.lora.pissa_init=true", "train.lora.train_adapter=true"], "pissa_init", "train_adapter"),
+        (
+            ["train.lora.use_dora=true", "train.quantization.bit=8"],
+            "train.lora.use_dora",
+            "quantization.bit=8",
+        ),
     ],
 )
 def test_wrong_combinations_name_both_keys(

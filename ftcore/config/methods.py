@@ -154,6 +154,10 @@ def check_method_combinations(train: TrainConfig) -> None:
         refuse("train.lora.pissa_init", "train.lora.train_adapter", "the adapter already exists")
     if lora.pissa_init and train.stage in ("ppo", "kto", "dpo"):
         refuse("train.lora.pissa_init", f"train.stage={train.stage}", "its reference model is the base")
+    if lora.use_dora and quant.bit == 8:  # seen: bitsandbytes 0.50 int8 + peft DoRA fails in forward
+        refuse(
+            "train.lora.use_dora", "train.quantization.bit=8", "peft's DoRA cannot use 8-bit weights; use 4"
+        )
     if train.speed.use_unsloth and quant.bit == 8:
         refuse("train.speed.use_unsloth", "train.quantization.bit=8", "unsloth quantizes in 4 bits only")
     for name in ("galore", "apollo"):
