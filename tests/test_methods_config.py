@@ -40,7 +40,7 @@ FLAT_METHODS = {
     "apollo_scale": 8.0,
     "apollo_proj": "svd",
     "apollo_scale_type": "tensor",
-    "badam_mode": "ratio",
+    "badam_mode": "layer",
     "badam_switch_interval": 3,
     "badam_update_ratio": 0.2,
     "disable_gradient_checkpointing": True,
@@ -77,7 +77,7 @@ def test_llamafactory_method_keys_map(tmp_path: Path) -> None:
     a = t.apollo
     assert (a.rank, a.scale, a.proj, a.scale_type) == (2, 8.0, "svd", "tensor")
     b = t.badam
-    assert (b.mode, b.switch_interval, b.update_ratio) == ("ratio", 3, 0.2)
+    assert (b.mode, b.switch_interval, b.update_ratio) == ("layer", 3, 0.2)
     s = t.speed
     assert s.gradient_checkpointing is False  # disable_gradient_checkpointing: true
     assert (s.flash_attn, s.neftune_noise_alpha, s.rope_scaling) == ("eager", 5.0, "linear")

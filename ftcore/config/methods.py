@@ -168,5 +168,10 @@ def check_method_combinations(train: TrainConfig) -> None:
                 "train.gradient_accumulation_steps>1",
                 "the layer-wise optimizer steps inside backward",
             )
+    if train.badam.enabled and train.badam.mode == "ratio":
+        raise ValueError(
+            "train.badam.mode=ratio: BAdam's ratio mode makes sparse gradients, whose norm transformers 5's "
+            "Trainer computes every step and torch cannot (seen with transformers 5.24); use mode: layer"
+        )
     if ft == "freeze" and train.freeze.trainable_layers == 0:
         raise ValueError("train.freeze.trainable_layers: 0 trains nothing; use +N (top) or -N (bottom)")

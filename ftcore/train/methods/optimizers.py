@@ -1,5 +1,6 @@
 """Full tuning with memory-saving optimizers: GaLore and APOLLO (transformers' integrations of the
-galore-torch / apollo-torch packages) and BAdam (the badam package's block optimizers).
+galore-torch / apollo-torch packages) and BAdam (the badam package's block optimizers; its ratio
+mode is refused at config time: its sparse gradients break the Trainer's gradient norm).
 
 The layer-wise GaLore / APOLLO variants step inside backward: single process only, no gradient
 accumulation (refused at config time). BAdam here is single-process (no DeepSpeed ZeRO-3 wiring).
@@ -87,5 +88,7 @@ class BadamMethod(FullMethod):
             mask_mode=b.mask_mode,
             verbose=b.verbose,
             include_embedding=False,
+            # tied embeddings have no lm_head parameter (badam would fail freezing it); frozen with them
+            include_lm_head=not any("lm_head" in n for n, _ in named),
             **adam,
         )
