@@ -52,8 +52,10 @@ def load_model(
     device: str | None = None,
     quantization_config: Any = None,
     device_map: Any = None,
+    model_kwargs: dict[str, Any] | None = None,
 ):
-    """A causal LM in eval mode; dtype 'auto' = bf16 where native, else fp32.
+    """A causal LM in eval mode; dtype 'auto' = bf16 where native, else fp32. `model_kwargs` go to
+    from_pretrained as they are (attn_implementation, an edited config).
 
     With a device_map (or a quantization config) transformers places the weights; otherwise the whole
     model goes to `device` (default: the GPU if there is one).
@@ -65,7 +67,7 @@ def load_model(
         torch_dtype = torch.bfloat16 if bf16_supported() else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(model_kwargs or {})
     if quantization_config is not None:
         extra["quantization_config"] = quantization_config
     if device_map is not None:

@@ -26,7 +26,7 @@ STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
     "fetch_dataset": 2,
     "preprocess": 3,
-    "train": 2,
+    "train": 3,
     "evaluate": 5,
     "merge": 4,
     "quantize": 1,
@@ -52,6 +52,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
     "train": (
         "ftcore/steps/train.py",
         "ftcore/train/*.py",
+        "ftcore/train/methods/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
     ),

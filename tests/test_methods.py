@@ -20,25 +20,34 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_every_method_declares_its_artifact_and_loading(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, "train.bf16=true").train
-    assert {name: m.artifact_kind for name, m in METHODS.items()} == {"lora": "adapter", "full": "model"}
-    for name, method in METHODS.items():
-        assert isinstance(method, TrainingMethod) and method.name == name
-        assert method.optimizer_args(cfg, use_cpu=True)["optim"] == "adamw_torch"
-    assert METHODS["lora"].load_plan(cfg).dtype == "bfloat16"  # frozen base in bf16
-    assert METHODS["full"].load_plan(cfg).dtype == "float32"  # fp32 master weights, bf16 autocast
+    kinds = {name: cls.artifact_kind for name, cls in METHODS.items()}
+    assert kinds == {
+        "lora": "adapter",
+        "qlora": "adapter",
+        "freeze": "model",
+        "full": "model",
+        "galore": "model",
+        "apollo": "model",
+        "badam": "model",
+    }
+    for name, cls in METHODS.items():
+        assert issubclass(cls, TrainingMethod) and cls.name == name
+    assert METHODS["lora"]().optimizer_args(cfg, use_cpu=True)["optim"] == "adamw_torch"
+    assert METHODS["lora"]().load_plan(cfg).dtype == "bfloat16"  # frozen base in bf16
+    assert METHODS["full"]().load_plan(cfg).dtype == "float32"  # fp32 master weights, bf16 autocast
 
 
 def test_the_train_step_does_not_branch_on_the_method() -> None:
-    for path in (REPO / "ftcore/steps/train.py", REPO / "ftcore/train/job.py"):
+    for path in (REPO / "ftcore/steps/train.py", REPO / "ftcore/train/job.py", REPO / "ftcore/train/sft.py"):
         code = path.read_text()
-        assert '== "lora"' not in code and '== "full"' not in code, path
+        assert '== "lora"' not in code and '== "full"' not in code and "finetuning_type ==" not in code, path
 
 
 def test_unknown_lora_target_is_a_config_error_naming_the_field(tiny_qwen2: Path, tmp_path: Path) -> None:
     cfg = small_config(tmp_path, "train.lora.target=q_proj,qkv_projx").train
     model = load_model(tiny_qwen2, dtype="float32", device="cpu")
     with pytest.raises(ConfigError, match=r"train\.lora\.target: qkv_projx not found.*q_proj"):
-        METHODS["lora"].prepare(model, cfg)
+        METHODS["lora"]().prepare(model, cfg)
 
 
 @pytest.fixture()

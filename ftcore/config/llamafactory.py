@@ -15,6 +15,12 @@ from ftcore.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+
+def _prefixed(flat_prefix: str, section: str, names: str) -> dict[str, str]:
+    """{flat_prefix + name: section + name} for the space-separated names (LLaMA-Factory's key families)."""
+    return {flat_prefix + name: section + name for name in names.split()}
+
+
 # flat key -> dotted path in PipelineConfig
 KEY_MAP: dict[str, str] = {
     "model_name_or_path": "model.name_or_path",
@@ -81,6 +87,29 @@ KEY_MAP: dict[str, str] = {
     "infer_backend": "serve.backend",  # huggingface -> transformers
     "vllm_maxlen": "serve.max_model_len",
     "vllm_enforce_eager": "serve.vllm_args",  # true -> [--enforce-eager]
+    **_prefixed("freeze_", "train.freeze.", "trainable_layers trainable_modules extra_modules"),
+    **_prefixed("", "train.lora.", "additional_target use_rslora use_dora pissa_init pissa_iter"),
+    **_prefixed("", "train.lora.", "loraplus_lr_ratio loraplus_lr_embedding"),
+    **_prefixed("quantization_", "train.quantization.", "bit method type"),
+    "double_quantization": "train.quantization.double_quantization",
+    "use_galore": "train.galore.enabled",
+    **_prefixed("galore_", "train.galore.", "target rank update_interval scale proj_type layerwise"),
+    "use_apollo": "train.apollo.enabled",
+    **_prefixed("apollo_", "train.apollo.", "target rank update_interval scale proj proj_type scale_type"),
+    **_prefixed("apollo_", "train.apollo.", "layerwise scale_front"),
+    "use_badam": "train.badam.enabled",
+    **_prefixed("badam_", "train.badam.", "mode start_block switch_mode switch_interval update_ratio"),
+    **_prefixed("badam_", "train.badam.", "mask_mode verbose"),
+    "disable_gradient_checkpointing": "train.speed.gradient_checkpointing",  # inverted
+    **_prefixed("", "train.speed.", "flash_attn enable_liger_kernel use_unsloth neftune_noise_alpha"),
+    **_prefixed("", "train.speed.", "rope_scaling"),
+}
+
+# LLaMA-Factory spellings of values that ftflow names otherwise
+VALUE_MAP: dict[str, dict[Any, Any]] = {
+    "infer_backend": {"huggingface": "transformers"},
+    "flash_attn": {"disabled": "eager"},
+    "quantization_method": {"bitsandbytes": "bnb"},
 }
 
 # Keys that steer LLaMA-Factory's own machinery and have no effect here: accepted, reported.
@@ -98,7 +127,7 @@ IGNORED_KEYS = frozenset(
         "eval_steps",
         "save_only_model",
         "use_fast_tokenizer",
-        "flash_attn",
+        "pissa_convert",  # ftflow always saves a PiSSA adapter converted to plain LoRA
     }
 )
 
@@ -124,8 +153,10 @@ def flat_to_nested(
                 value = [part.strip() for part in value.split(",") if part.strip()]
             if key == "report_to" and value in (["none"], ["None"]):
                 value = ["none"]
-            if key == "infer_backend" and value == "huggingface":
-                value = "transformers"
+            if key in VALUE_MAP and isinstance(value, str | int | bool | None):
+                value = VALUE_MAP[key].get(value, value)
+            if key == "disable_gradient_checkpointing":
+                value = not value
             if key == "vllm_enforce_eager":
                 value = ["--enforce-eager"] if value else []
             set_dotted(nested, KEY_MAP[key], value)
@@ -139,6 +170,9 @@ def flat_to_nested(
             raise ConfigError(
                 f"{where}: unknown LLaMA-Factory key '{key}'. Supported keys: {', '.join(sorted(KEY_MAP))}"
             )
+    if raw.get("do_train") is True and raw.get("adapter_name_or_path"):
+        # LLaMA-Factory trains an adapter it is given further; ftflow's default only evaluates / merges it
+        set_dotted(nested, "train.lora.train_adapter", True)
     if raw.get("do_train") is False:
         raise ConfigError(f"{source}: do_train: false is not supported by `ft train`; use `ft eval` instead")
     if ignored:

@@ -8,33 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-
-def _split_commas(value: object) -> object:
-    """LLaMA-Factory and the command line write lists as 'a,b,c'."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-# A list of names that also accepts one comma-separated string.
-NameList = Annotated[list[str], BeforeValidator(_split_commas)]
-
-
-class Section(BaseModel):
-    """Base for all config sections: unknown keys are errors, values are validated on assignment."""
-
-    # coerce_numbers_to_str: `model.revision=20240101` on the command line is a revision, not an error
-    # validate_default: a default is coerced like a value from YAML (an int default of a float field
-    # becomes a float), so a config dumped and loaded again keys its steps the same
-    model_config = ConfigDict(
-        extra="forbid",
-        validate_assignment=True,
-        validate_default=True,
-        protected_namespaces=(),
-        coerce_numbers_to_str=True,
-    )
+from ftcore.config.base import NameList, Section
+from ftcore.config.methods import (
+    ApolloConfig,
+    BadamConfig,
+    FreezeConfig,
+    GaloreConfig,
+    QuantizationConfig,
+    SpeedConfig,
+    check_method_combinations,
+)
 
 
 class ModelConfig(Section):
@@ -109,6 +94,31 @@ class LoraConfig(Section):
         default_factory=lambda: ["all"],
         description="Module names to adapt; 'all' means every linear layer except the output head.",
     )
+    additional_target: NameList = Field(
+        default_factory=list,
+        description="Modules beside the adapter that train in full and are saved with it (peft "
+        "modules_to_save), e.g. embed_tokens,lm_head for new tokens.",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilized scaling alpha/sqrt(r) instead of alpha/r.")
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (magnitude + direction).")
+    pissa_init: bool = Field(
+        False,
+        description="PiSSA: start the adapter from the principal singular vectors of the weights. The saved "
+        "adapter is converted to an ordinary LoRA that applies to the ORIGINAL base (merge as usual).",
+    )
+    pissa_iter: int = Field(16, description="Fast-SVD iterations of PiSSA's init (-1: exact SVD, slower).")
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (16 is typical)."
+    )
+    loraplus_lr_embedding: float = Field(
+        1e-6, gt=0, description="LoRA+: learning rate of embedding-layer adapters."
+    )
+    train_adapter: bool = Field(
+        False,
+        description="With model.adapter_name_or_path: false uses that adapter as the trained result "
+        "(evaluate / merge it, no training); true trains it further on the data (LLaMA-Factory's "
+        "behaviour when its file has do_train: true, which the flat-key mapping turns into this).",
+    )
 
 
 # train.report_to: ftflow's own MLflow tracking, then the Trainer's integrations
@@ -135,10 +145,20 @@ class TrainConfig(Section):
         description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; pt: "
         "continued pre-training on plain text (causal-LM loss on cutoff_len blocks).",
     )
-    finetuning_type: Literal["lora", "full"] = Field(
-        "lora", description="lora: train an adapter; full: all weights."
+    finetuning_type: Literal["lora", "freeze", "full"] = Field(
+        "lora",
+        description="lora: train an adapter (qlora: with train.quantization.bit); freeze: only some layers; "
+        "full: all weights (galore / apollo / badam: full tuning with their optimizer).",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (finetuning_type=lora).")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="finetuning_type=freeze settings.")
+    quantization: QuantizationConfig = Field(
+        default_factory=QuantizationConfig, description="QLoRA: quantized frozen base (bitsandbytes)."
+    )
+    galore: GaloreConfig = Field(default_factory=GaloreConfig, description="GaLore optimizer (full tuning).")
+    apollo: ApolloConfig = Field(default_factory=ApolloConfig, description="APOLLO optimizer (full tuning).")
+    badam: BadamConfig = Field(default_factory=BadamConfig, description="BAdam optimizer (full tuning).")
+    speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Speed and memory switches.")
     output_dir: str | None = Field(
         None, description="Where checkpoints and the trained model go; defaults to a folder in the workdir."
     )
@@ -185,6 +205,11 @@ class TrainConfig(Section):
         "(offline unless WANDB_MODE says otherwise), swanlab (local unless SWANLAB_MODE says otherwise); "
         "all; or none. The integrations write into the train step's folder.",
     )
+
+    @model_validator(mode="after")
+    def _method_combinations(self) -> TrainConfig:
+        check_method_combinations(self)
+        return self
 
 
 class EvalConfig(Section):

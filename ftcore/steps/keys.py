@@ -134,8 +134,10 @@ def train_section(cfg: PipelineConfig) -> dict[str, Any]:
     train["bf16"] = resolve_bf16(cfg.train)
     if cfg.train.max_steps > 0:
         del train["num_train_epochs"]  # max_steps wins
-    if cfg.train.finetuning_type == "full":
-        del train["lora"]  # no adapter to configure
+    from ftcore.train.methods import unused_sections
+
+    for name in unused_sections(cfg.train):  # e.g. no lora settings in a full fine-tune's key
+        del train[name]
     return train
 
 
@@ -144,8 +146,22 @@ def train_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
     return step_key(
         "train",
         {"train": train_section(cfg), "trust_remote_code": cfg.model.trust_remote_code},
-        [model.fingerprint, data.metadata.get("train_fingerprint", data.fingerprint)],
+        [
+            model.fingerprint,
+            data.metadata.get("train_fingerprint", data.fingerprint),
+            *continued_adapter_fingerprint(cfg),
+        ],
     )
+
+
+def continued_adapter_fingerprint(cfg: PipelineConfig) -> list[str]:
+    """An adapter trained further (train.lora.train_adapter) keys the result by its files."""
+    if not (cfg.train.lora.train_adapter and cfg.model.adapter_name_or_path):
+        return []
+    from ftcore.artifacts import fingerprint_path
+    from ftcore.outputs import resolve_adapter_dir
+
+    return [fingerprint_path(resolve_adapter_dir(cfg.model.adapter_name_or_path))]
 
 
 def eval_dtype(cfg: PipelineConfig) -> str:

@@ -44,10 +44,18 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
             )
     else:
         base = resolve_model(cfg.model.name_or_path, cfg.model.revision, cfg.model.cache_dir)
+        if planned is None or "train" in planned:
+            from ftcore.train.methods.speed import check_base_trainable
+
+            check_base_trainable(base.path)  # GPTQ / AWQ checkpoints train only on a GPU
         if cfg.export.merge and (planned is None or "merge" in planned):
             from ftcore.export.merge import check_mergeable_base
 
             check_mergeable_base(base.path)
+    if planned is None or "train" in planned:
+        from ftcore.train.methods.speed import check_speed
+
+        check_speed(cfg.train.speed)  # fa2 / liger / unsloth: a GPU and their package
     if cfg.export.export_hub_model_id and (planned is None or "push" in planned):
         from ftcore.export.push import check_push
 

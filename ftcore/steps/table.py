@@ -81,8 +81,8 @@ def _steps() -> tuple[Step, ...]:
         uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
         return keys.register_key(cfg, merged, evaluation, uri, quantized)
 
-    def has_adapter(cfg: PipelineConfig) -> bool:
-        return bool(cfg.model.adapter_name_or_path)
+    def has_adapter(cfg: PipelineConfig) -> bool:  # a given adapter to use as it is, not to train on
+        return bool(cfg.model.adapter_name_or_path) and not cfg.train.lora.train_adapter
 
     def registry_on(cfg: PipelineConfig) -> bool:
         return cfg.registry.enabled

@@ -4,7 +4,7 @@ methods chosen from a table, callbacks for progress and tracking.
 The train step (ftcore.steps.train) runs it in a worker process: launch -> worker -> job.
 """
 
-from ftcore.train.methods import METHODS
+from ftcore.train.methods import METHODS, method_for
 from ftcore.train.pt import run_pt
 from ftcore.train.sft import run_sft
 
@@ -12,4 +12,4 @@ from ftcore.train.sft import run_sft
 #                           method); it trains the prepared model and returns metrics + log history
 OBJECTIVES = {"sft": run_sft, "pt": run_pt}
 
-__all__ = ["METHODS", "OBJECTIVES"]
+__all__ = ["METHODS", "OBJECTIVES", "method_for"]

@@ -60,14 +60,15 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
     from ftcore.steps.common import JobRun
-    from ftcore.train import METHODS, OBJECTIVES
+    from ftcore.train import OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
+    from ftcore.train.methods import method_for
     from ftcore.train.trackers import tracker_callbacks, tracker_environment
 
     cfg = request.pipeline_config()
     model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
     resume_from = Path(request.resume_from) if request.resume_from else None
-    method = METHODS[cfg.train.finetuning_type]
+    method = method_for(cfg)
 
     opened = (
         JobRun.for_key(cfg, key, {"ftflow.objective": cfg.train.stage})
@@ -116,6 +117,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             "key": key,
             "objective": cfg.train.stage,
             "finetuning_type": cfg.train.finetuning_type,
+            "method": method.name,
             "base_model_path": model.path,
             "base_model_ref": model.metadata.get("ref"),
             "base_model_revision": model.metadata.get("revision"),

@@ -22,6 +22,8 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingM
     import torch
     from transformers import TrainingArguments
 
+    from ftcore.train.methods.speed import training_args as speed_args
+
     bf16 = resolve_bf16(cfg)
     use_cpu = not torch.cuda.is_available()
     return TrainingArguments(
@@ -54,6 +56,7 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingM
         remove_unused_columns=False,
         dataloader_num_workers=0,
         **method.optimizer_args(cfg, use_cpu),
+        **speed_args(cfg.speed),
     )
 
 
@@ -74,9 +77,11 @@ def run_sft(
     from ftcore.data.collator import SFTCollator
     from ftcore.train.callbacks import LogAtCheckpoints, StopOnNonFiniteLoss
 
+    args = training_arguments(cfg, checkpoint_dir, method)
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, checkpoint_dir, method),
+        args=args,
+        optimizers=(method.create_optimizer(model, args, cfg), None),
         train_dataset=train_dataset,
         data_collator=SFTCollator(pad_token_id=tokenizer.pad_token_id),
         processing_class=tokenizer,

@@ -1,18 +1,19 @@
-"""Fine-tuning methods as objects: each owns how the base model is loaded, how it is prepared for
-training, which optimizer it needs and what it saves. The train step only calls these hooks, so a new
-method (dora, qlora, freeze, galore) is one class and one METHODS entry, never an if/elif elsewhere.
+"""The TrainingMethod interface and full-weight tuning, which the other methods refine.
+
+Each method owns how the base model is loaded, how it is prepared for training, which optimizer it
+needs and what it saves. The train step only calls these hooks, so a method is one class and one
+METHODS entry, never an if/elif on finetuning_type elsewhere.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ftcore.config.sections import TrainConfig
-from ftcore.errors import ConfigError
 
 log = logging.getLogger("ftcore.train")
 
@@ -24,6 +25,7 @@ class LoadPlan:
     dtype: str = "float32"  # torch dtype name of the loaded weights
     quantization_config: Any = None  # e.g. a BitsAndBytesConfig (qlora)
     device_map: Any = None  # None: the whole model on pick_device()
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # attn_implementation, config, ...
 
 
 class TrainingMethod(ABC):
@@ -31,15 +33,20 @@ class TrainingMethod(ABC):
 
     name: ClassVar[str]
     artifact_kind: ClassVar[Literal["adapter", "model"]]
+    # train.<section>s this method reads; the others are left out of the train step's cache key
+    config_sections: ClassVar[frozenset[str]] = frozenset()
 
     def load_plan(self, cfg: TrainConfig) -> LoadPlan:
         """fp32 master weights; bf16 compute comes from autocast (TrainingArguments.bf16)."""
         return LoadPlan()
 
     def load(self, path: str | Path, cfg: TrainConfig, trust_remote_code: bool = False) -> Any:
-        """The base model, loaded as load_plan says, in training mode."""
+        """The base model, loaded as load_plan says (with the speed switches), in training mode."""
         from ftcore.modeling import load_model
+        from ftcore.train.methods.speed import check_base_trainable, check_speed, load_kwargs
 
+        check_speed(cfg.speed)
+        check_base_trainable(path)
         plan = self.load_plan(cfg)
         model = load_model(
             path,
@@ -47,6 +54,7 @@ class TrainingMethod(ABC):
             dtype=plan.dtype,
             quantization_config=plan.quantization_config,
             device_map=plan.device_map,
+            model_kwargs={**load_kwargs(path, cfg.speed, trust_remote_code), **plan.model_kwargs},
         )
         model.train()
         return model
@@ -59,45 +67,14 @@ class TrainingMethod(ABC):
         """TrainingArguments fields that pick the optimizer (GaLore sets optim_target_modules too)."""
         return {"optim": "adamw_torch" if use_cpu else "adamw_torch_fused"}
 
+    def create_optimizer(self, model: Any, args: Any, cfg: TrainConfig) -> Any:
+        """An optimizer the Trainer cannot build from optimizer_args (LoRA+, BAdam), or None. Pass it
+        as Trainer(optimizers=(this, None))."""
+        return None
+
     @abstractmethod
     def save(self, model: Any, out_dir: Path, base_dtype: Any = None) -> None:
         """Write what this method produces into out_dir (the tokenizer is written by the caller)."""
-
-
-class LoraMethod(TrainingMethod):
-    """A low-rank adapter over a frozen base; the result is the adapter alone."""
-
-    name = "lora"
-    artifact_kind = "adapter"
-
-    def load_plan(self, cfg: TrainConfig) -> LoadPlan:
-        """Under bf16 the frozen base stays bf16 (half the memory); peft keeps the adapter in fp32."""
-        from ftcore.train.sft import resolve_bf16
-
-        return LoadPlan(dtype="bfloat16" if resolve_bf16(cfg) else "float32")
-
-    def peft_config(self, model: Any, cfg: TrainConfig) -> Any:
-        """The peft LoraConfig; DoRA is this with use_dora=True."""
-        from peft import LoraConfig, TaskType
-
-        return LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
-            r=cfg.lora.rank,
-            lora_alpha=cfg.lora.alpha or 2 * cfg.lora.rank,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=lora_targets(model, cfg.lora.target),
-        )
-
-    def prepare(self, model: Any, cfg: TrainConfig) -> Any:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, self.peft_config(model, cfg))
-        trainable, total = model.get_nb_trainable_parameters()
-        log.info("lora: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
-        return model
-
-    def save(self, model: Any, out_dir: Path, base_dtype: Any = None) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
 
 
 class FullMethod(TrainingMethod):
@@ -121,23 +98,6 @@ class FullMethod(TrainingMethod):
             model.generation_config.save_pretrained(out_dir)
 
 
-def lora_targets(model: Any, target: list[str]) -> Any:
-    """peft's target_modules for train.lora.target; a name the model lacks is a config error."""
-    if target == ["all"]:
-        return "all-linear"
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [name for name in target if name not in present]
-    if missing:
-        import torch
-
-        linear = sorted(
-            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-        )
-        raise ConfigError(
-            f"train.lora.target: {', '.join(missing)} not found in the model; "
-            f"its linear layers are: {', '.join(linear)} (or 'all')"
-        )
-    return target
-
-
-METHODS: dict[str, TrainingMethod] = {method.name: method for method in (LoraMethod(), FullMethod())}
+def trainable_names(model: Any) -> set[str]:
+    """Names of the parameters that will train (for logs and tests)."""
+    return {name for name, param in model.named_parameters() if param.requires_grad}
