@@ -33,5 +33,6 @@ class OutOfMemoryError(FtflowError):
 MEMORY_HINT = (
     "settings that need less memory: a smaller train.per_device_train_batch_size (raise "
     "train.gradient_accumulation_steps to keep the effective batch), a smaller data.cutoff_len, "
-    "gradient checkpointing, train.finetuning_type lora, or a 4-bit base (quantization_bit: 4)"
+    "train.speed.gradient_checkpointing: true, train.finetuning_type: lora, or a 4-bit base "
+    "(train.quantization.bit: 4, LLaMA-Factory's quantization_bit)"
 )
