@@ -139,8 +139,8 @@ def test_out_of_memory_names_the_settings_that_need_less(tmp_path: Path) -> None
     for setting in (
         "per_device_train_batch_size",
         "cutoff_len",
-        "gradient checkpointing",
-        "quantization_bit",
+        "train.speed.gradient_checkpointing",
+        "train.quantization.bit",
     ):
         assert setting in message
 
