@@ -53,7 +53,7 @@ def prefect_local():
     """One temporary Prefect server for the session's flow tests, stopped before pytest closes its streams."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 
