@@ -25,6 +25,10 @@ log = logging.getLogger("ftcore.recipe")
 # files of a merged folder that describe it rather than make it: not part of the model handed on
 DOCS = {MANIFEST, "README.md", "Modelfile", "ftflow_config.yaml"}
 VIEW_STEP = "recipe_input"
+# fields where an upstream job's base model stands in faithfully for its merged model (same kind of
+# model: a causal LM with the same tokenizer) when a recipe is checked before anything runs; a job
+# with another reference (a reward model, an adapter, a registry version) is checked when it starts
+STAND_IN_FIELDS = ("model.name_or_path", "train.pref.ref_model")
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -60,10 +64,10 @@ def check_recipe(recipe: Recipe) -> None:
 def stand_in_config(recipe: Recipe, job: str) -> PipelineConfig | None:
     """The job's config with each `job:X` (merged model) replaced by X's own base model, which has the
     tokenizer and architecture of what X will hand on: enough to check the job before X has run.
-    None when a reference takes an artifact that has no stand-in (an adapter, a registry version)."""
+    None when a reference has no faithful stand-in (see STAND_IN_FIELDS)."""
     values: dict[str, Any] = {}
     for ref in recipe.refs_of(job):
-        if ref.artifact != "merged":
+        if ref.artifact != "merged" or ref.field not in STAND_IN_FIELDS:
             return None
         upstream = stand_in_config(recipe, ref.target)
         if upstream is None:
