@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_every_method_declares_its_artifact_and_loading(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, "train.bf16=true").train
-    kinds = {name: cls.artifact_kind for name, cls in METHODS.items()}
+    kinds = {name: m.artifact_kind for name, m in METHODS.items()}
     assert kinds == {
         "lora": "adapter",
         "qlora": "adapter",
@@ -30,11 +30,15 @@ def test_every_method_declares_its_artifact_and_loading(tmp_path: Path) -> None:
         "apollo": "model",
         "badam": "model",
     }
-    for name, cls in METHODS.items():
-        assert issubclass(cls, TrainingMethod) and cls.name == name
-    assert METHODS["lora"]().optimizer_args(cfg, use_cpu=True)["optim"] == "adamw_torch"
-    assert METHODS["lora"]().load_plan(cfg).dtype == "bfloat16"  # frozen base in bf16
-    assert METHODS["full"]().load_plan(cfg).dtype == "float32"  # fp32 master weights, bf16 autocast
+    for name, method in METHODS.items():
+        assert isinstance(method, TrainingMethod) and method.name == name
+        assert (
+            method.optimizer_args(cfg, use_cpu=True)
+            .get("optim", "adamw_torch")
+            .startswith(("adamw_torch", name))
+        )
+    assert METHODS["lora"].load_plan(cfg).dtype == "bfloat16"  # frozen base in bf16
+    assert METHODS["full"].load_plan(cfg).dtype == "float32"  # fp32 master weights, bf16 autocast
 
 
 def test_the_train_step_does_not_branch_on_the_method() -> None:
@@ -47,7 +51,7 @@ def test_unknown_lora_target_is_a_config_error_naming_the_field(tiny_qwen2: Path
     cfg = small_config(tmp_path, "train.lora.target=q_proj,qkv_projx").train
     model = load_model(tiny_qwen2, dtype="float32", device="cpu")
     with pytest.raises(ConfigError, match=r"train\.lora\.target: qkv_projx not found.*q_proj"):
-        METHODS["lora"]().prepare(model, cfg)
+        METHODS["lora"].prepare(model, cfg)
 
 
 @pytest.fixture()

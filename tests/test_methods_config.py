@@ -46,7 +46,7 @@ FLAT_METHODS = {
     "disable_gradient_checkpointing": True,
     "flash_attn": "disabled",
     "neftune_noise_alpha": 5,
-    "rope_scaling": "linear",
+    "rope_scaling": "yarn",
     "enable_liger_kernel": False,
     "use_unsloth": False,
 }
@@ -80,7 +80,7 @@ def test_llamafactory_method_keys_map(tmp_path: Path) -> None:
     assert (b.mode, b.switch_interval, b.update_ratio) == ("layer", 3, 0.2)
     s = t.speed
     assert s.gradient_checkpointing is False  # disable_gradient_checkpointing: true
-    assert (s.flash_attn, s.neftune_noise_alpha, s.rope_scaling) == ("eager", 5.0, "linear")
+    assert (s.flash_attn, s.neftune_noise_alpha, s.rope_scaling) == ("eager", 5.0, "yarn")
 
 
 @pytest.mark.parametrize(
@@ -140,6 +140,7 @@ LAYERWISE_GALORE = ["train.finetuning_type=full", "train.galore.enabled=true", "
             "train.lora.use_dora",
             "quantization.bit=8",
         ),
+        (["train.speed.rope_scaling=linear"], "train.speed.rope_scaling", "train.finetuning_type=lora"),
     ],
 )
 def test_wrong_combinations_name_both_keys(

@@ -168,6 +168,12 @@ def check_method_combinations(train: TrainConfig) -> None:
                 "train.gradient_accumulation_steps>1",
                 "the layer-wise optimizer steps inside backward",
             )
+    if train.speed.rope_scaling and ft == "lora":
+        refuse(
+            "train.speed.rope_scaling",
+            "train.finetuning_type=lora",
+            "an adapter does not carry the stretched RoPE into evaluate / merge yet; use freeze or full",
+        )
     if train.badam.enabled and train.badam.mode == "ratio":
         raise ValueError(
             "train.badam.mode=ratio: BAdam's ratio mode makes sparse gradients, whose norm transformers 5's "

@@ -14,8 +14,9 @@ from ftcore.train.methods.freeze import FreezeMethod
 from ftcore.train.methods.lora import LoraMethod, QLoraMethod, lora_targets
 from ftcore.train.methods.optimizers import ApolloMethod, BadamMethod, GaloreMethod
 
-METHODS: dict[str, type[TrainingMethod]] = {
-    cls.name: cls
+# one stateless instance per method (a continued adapter gets its own instance from method_for)
+METHODS: dict[str, TrainingMethod] = {
+    cls.name: cls()
     for cls in (LoraMethod, QLoraMethod, FreezeMethod, FullMethod, GaloreMethod, ApolloMethod, BadamMethod)
 }
 # every train sub-section that belongs to some method (the rest, like speed, matter to all)
@@ -32,12 +33,12 @@ def method_name(train: TrainConfig) -> str:
 
 def method_for(cfg: PipelineConfig) -> TrainingMethod:
     """The method instance a job trains with (an adapter to continue comes from model.*)."""
-    cls = METHODS[method_name(cfg.train)]
-    if issubclass(cls, LoraMethod) and cfg.train.lora.train_adapter and cfg.model.adapter_name_or_path:
+    method = METHODS[method_name(cfg.train)]
+    if isinstance(method, LoraMethod) and cfg.train.lora.train_adapter and cfg.model.adapter_name_or_path:
         from ftcore.outputs import resolve_adapter_dir
 
-        return cls(resolve_adapter_dir(cfg.model.adapter_name_or_path))
-    return cls()
+        return type(method)(resolve_adapter_dir(cfg.model.adapter_name_or_path))
+    return method
 
 
 def unused_sections(train: TrainConfig) -> set[str]:

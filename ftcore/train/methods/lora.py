@@ -4,6 +4,7 @@ bitsandbytes-quantized base, and training an existing adapter further."""
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,11 @@ class LoraMethod(TrainingMethod):
         """A PiSSA adapter is converted (peft's path_initial_model_for_weight_conversion) into a plain
         LoRA of twice the rank that applies to the ORIGINAL base, so merge and serving need nothing else."""
         init = getattr(model, _PISSA_INIT, None)
-        if init:
+        if init and Path(init).is_dir():
             model.save_pretrained(
                 out_dir, safe_serialization=True, path_initial_model_for_weight_conversion=init
             )
+            shutil.rmtree(init, ignore_errors=True)  # ftflow's own temp folder, made in prepare
         else:
             model.save_pretrained(out_dir, safe_serialization=True)
 
