@@ -40,8 +40,13 @@ SHAREGPT_TAGS = {
     "function_tag": "function_call",
     "system_tag": "system",
 }
-OPENAI_TAGS = {**SHAREGPT_TAGS, "role_tag": "role", "content_tag": "content", "user_tag": "user"}
-OPENAI_TAGS["assistant_tag"] = "assistant"
+OPENAI_TAGS = {
+    **SHAREGPT_TAGS,
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+}
 
 PROMPT_ROLES = ("user", "observation")
 RESPONSE_ROLES = ("assistant", "function")
