@@ -52,8 +52,10 @@ def load_model(
     device: str | None = None,
     quantization_config: Any = None,
     device_map: Any = None,
+    head: str = "causal_lm",
 ):
-    """A causal LM in eval mode; dtype 'auto' = bf16 where native, else fp32.
+    """A causal LM in eval mode; dtype 'auto' = bf16 where native, else fp32. head="score" loads it
+    with a one-number score head instead (a reward model: AutoModelForSequenceClassification).
 
     With a device_map (or a quantization config) transformers places the weights; otherwise the whole
     model goes to `device` (default: the GPU if there is one).
@@ -70,7 +72,12 @@ def load_model(
         extra["quantization_config"] = quantization_config
     if device_map is not None:
         extra["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(
+    auto_class = AutoModelForCausalLM
+    if head == "score":
+        from transformers import AutoModelForSequenceClassification
+
+        auto_class, extra["num_labels"] = AutoModelForSequenceClassification, 1
+    model = auto_class.from_pretrained(
         str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
     )
     if device_map is None and quantization_config is None:

@@ -37,6 +37,13 @@ KEY_MAP: dict[str, str] = {
     "lora_alpha": "train.lora.alpha",
     "lora_dropout": "train.lora.dropout",
     "lora_target": "train.lora.target",
+    "pref_beta": "train.pref.beta",
+    "pref_ftx": "train.pref.ftx",
+    "pref_loss": "train.pref.loss",  # orpo / simpo -> stage orpo / simpo (LLaMA-Factory runs them as dpo)
+    "simpo_gamma": "train.pref.simpo_gamma",
+    "ref_model": "train.pref.ref_model",
+    "kto_chosen_weight": "train.pref.kto_chosen_weight",
+    "kto_rejected_weight": "train.pref.kto_rejected_weight",
     "output_dir": "train.output_dir",
     "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps",
@@ -126,6 +133,8 @@ def flat_to_nested(
                 value = "transformers"
             if key == "vllm_enforce_eager":
                 value = ["--enforce-eager"] if value else []
+            if key == "pref_loss" and value in ("orpo", "simpo"):
+                continue  # a stage of its own here (below)
             set_dotted(nested, KEY_MAP[key], value)
         elif key in IGNORED_KEYS:
             ignored.append(key)
@@ -137,6 +146,8 @@ def flat_to_nested(
             raise ConfigError(
                 f"{where}: unknown LLaMA-Factory key '{key}'. Supported keys: {', '.join(sorted(KEY_MAP))}"
             )
+    if raw.get("pref_loss") in ("orpo", "simpo") and raw.get("stage", "dpo") == "dpo":
+        set_dotted(nested, "train.stage", raw["pref_loss"])  # LLaMA-Factory runs them as stage dpo
     if raw.get("do_train") is False:
         raise ConfigError(f"{source}: do_train: false is not supported by `ft train`; use `ft eval` instead")
     if ignored:

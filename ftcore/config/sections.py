@@ -95,14 +95,48 @@ class LoraConfig(Section):
     )
 
 
+class PrefConfig(Section):
+    """Preference objectives (rm, dpo, kto, orpo, simpo); LLaMA-Factory's pref_* / kto_* keys."""
+
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="pref_beta: strength of the preference term (dpo/kto: KL weight to the reference; orpo: "
+        "weight of the odds-ratio term; simpo: reward scale).",
+    )
+    ftx: float = Field(
+        0.0, ge=0, description="pref_ftx: weight of an added sft loss on the chosen answers (dpo, kto)."
+    )
+    loss: Literal["sigmoid", "hinge", "ipo"] = Field(
+        "sigmoid", description="pref_loss of dpo: sigmoid (DPO), hinge (SLiC) or ipo (IPO)."
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma.")
+    ref_model: str | None = Field(
+        None,
+        description="dpo/kto reference model (a path or hub reference); default: the frozen base model "
+        "(with LoRA: the base with the adapter disabled).",
+    )
+    kto_chosen_weight: float = Field(
+        1.0, gt=0, description="kto: weight of the desirable (chosen) rows' loss."
+    )
+    kto_rejected_weight: float = Field(
+        1.0, gt=0, description="kto: weight of the undesirable (rejected) rows' loss."
+    )
+
+
 class TrainConfig(Section):
-    stage: Literal["sft"] = Field(
-        "sft", description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning."
+    stage: Literal["sft", "rm", "dpo", "kto", "orpo", "simpo"] = Field(
+        "sft",
+        description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; rm: reward "
+        "model (pairwise); dpo, kto, orpo, simpo: preference optimization (settings in train.pref).",
     )
     finetuning_type: Literal["lora", "full"] = Field(
         "lora", description="lora: train an adapter; full: all weights."
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (finetuning_type=lora).")
+    pref: PrefConfig = Field(
+        default_factory=PrefConfig, description="Preference stage settings (rm/dpo/kto/...)."
+    )
     output_dir: str | None = Field(
         None, description="Where checkpoints and the trained model go; defaults to a folder in the workdir."
     )

@@ -135,6 +135,8 @@ def train_section(cfg: PipelineConfig) -> dict[str, Any]:
         del train["num_train_epochs"]  # max_steps wins
     if cfg.train.finetuning_type == "full":
         del train["lora"]  # no adapter to configure
+    if cfg.train.stage in ("sft", "pt"):
+        train.pop("pref", None)  # preference settings change nothing there
     return train
 
 

@@ -58,7 +58,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
     from ftcore.steps.common import JobRun
-    from ftcore.train import METHODS, OBJECTIVES
+    from ftcore.train import HEADS, METHODS, OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
 
     cfg = request.pipeline_config()
@@ -78,7 +78,9 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             callbacks.append(MetricsCallback(tracking.metrics))
         set_seed(cfg.train.seed)
         tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
-        prepared = method.prepare(method.load(model.path, cfg.train, cfg.model.trust_remote_code), cfg.train)
+        head = HEADS.get(cfg.train.stage, "causal_lm")
+        base = method.load(model.path, cfg.train, cfg.model.trust_remote_code, head=head)
+        prepared = method.prepare(base, cfg.train)
         train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
         result = OBJECTIVES[cfg.train.stage](
             prepared, tokenizer, train_set, cfg.train, out / "checkpoints", resume_from, callbacks, method

@@ -36,8 +36,10 @@ class TrainingMethod(ABC):
         """fp32 master weights; bf16 compute comes from autocast (TrainingArguments.bf16)."""
         return LoadPlan()
 
-    def load(self, path: str | Path, cfg: TrainConfig, trust_remote_code: bool = False) -> Any:
-        """The base model, loaded as load_plan says, in training mode."""
+    def load(
+        self, path: str | Path, cfg: TrainConfig, trust_remote_code: bool = False, head: str = "causal_lm"
+    ) -> Any:
+        """The base model, loaded as load_plan says, in training mode; head="score" for a reward model."""
         from ftcore.modeling import load_model
 
         plan = self.load_plan(cfg)
@@ -47,6 +49,7 @@ class TrainingMethod(ABC):
             dtype=plan.dtype,
             quantization_config=plan.quantization_config,
             device_map=plan.device_map,
+            head=head,
         )
         model.train()
         return model
@@ -81,7 +84,8 @@ class LoraMethod(TrainingMethod):
         from peft import LoraConfig, TaskType
 
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
+            # a score-head model (reward model): SEQ_CLS trains and saves the head beside the adapter
+            task_type=TaskType.SEQ_CLS if is_score_model(model) else TaskType.CAUSAL_LM,
             r=cfg.lora.rank,
             lora_alpha=cfg.lora.alpha or 2 * cfg.lora.rank,
             lora_dropout=cfg.lora.dropout,
@@ -119,6 +123,11 @@ class FullMethod(TrainingMethod):
         model.save_pretrained(out_dir, safe_serialization=True)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(out_dir)
+
+
+def is_score_model(model: Any) -> bool:
+    """A model with a sequence-score head (AutoModelForSequenceClassification), as the rm stage trains."""
+    return type(model).__name__.endswith("ForSequenceClassification")
 
 
 def lora_targets(model: Any, target: list[str]) -> Any:
