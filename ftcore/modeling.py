@@ -45,6 +45,25 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def saved_head(path: str | Path) -> str:
+    """The head a saved model or adapter folder was trained with: "score" for a reward model (a
+    *ForSequenceClassification config, or a SEQ_CLS adapter), else "causal_lm"."""
+    import json
+
+    folder = Path(path)
+    try:
+        if (folder / "adapter_config.json").is_file():
+            return (
+                "score"
+                if json.loads((folder / "adapter_config.json").read_text()).get("task_type") == "SEQ_CLS"
+                else "causal_lm"
+            )
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return "causal_lm"
+    return "score" if any(a.endswith("ForSequenceClassification") for a in architectures) else "causal_lm"
+
+
 def load_model(
     path: str | Path,
     trust_remote_code: bool = False,

@@ -106,3 +106,20 @@ def kto_metrics(model: Any, dataset: Any, pad_token_id: int, batch_size: int = 8
         "chosen_reward": float(good.mean()),
         "rejected_reward": float(bad.mean()),
     }
+
+
+def preference_metrics(
+    model: Any, dataset: Any, pad_token_id: int, batch_size: int = 8
+) -> dict[str, float] | None:
+    """The pairwise metrics of a pairwise or kto feature set; None for other sets (sft, pt)."""
+    if is_preference_set(dataset):
+        if "kto_tags" in dataset.column_names:
+            return kto_metrics(model, dataset, pad_token_id, batch_size)
+        return pairwise_metrics(model, dataset, pad_token_id, batch_size)
+    return None
+
+
+def is_preference_set(dataset: Any) -> bool:
+    """Pairwise (chosen_/rejected_ columns) or kto (kto_tags) features, as the data contract names them."""
+    columns = set(dataset.column_names)
+    return "kto_tags" in columns or {"chosen_input_ids", "rejected_input_ids"} <= columns
