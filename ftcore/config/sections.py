@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 
 def _split_commas(value: object) -> object:
@@ -76,6 +76,9 @@ class DataConfig(Section):
     cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per example after templating.")
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
     train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (no masking).")
+    mask_history: bool = Field(
+        False, description="Compute loss on the last reply of each conversation only (not earlier replies)."
+    )
     seed: int = Field(42, description="Seed for the train / validation split and shuffling.")
     preprocessing_num_workers: int | None = Field(
         None,
@@ -83,6 +86,14 @@ class DataConfig(Section):
         description="Processes that tokenize the rows (datasets.map num_proc); the token ids are the "
         "same for any number. Default: one, in the step's own process.",
     )
+
+    @model_validator(mode="after")
+    def _history_or_prompt(self) -> DataConfig:
+        if self.mask_history and self.train_on_prompt:
+            raise ValueError(
+                "data.mask_history and data.train_on_prompt cannot both be true (as in LLaMA-Factory)"
+            )
+        return self
 
 
 class LoraConfig(Section):
@@ -125,10 +136,11 @@ class PrefConfig(Section):
 
 
 class TrainConfig(Section):
-    stage: Literal["sft", "rm", "dpo", "kto", "orpo", "simpo"] = Field(
+    stage: Literal["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo"] = Field(
         "sft",
-        description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; rm: reward "
-        "model (pairwise); dpo, kto, orpo, simpo: preference optimization (settings in train.pref).",
+        description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; pt: "
+        "continued pre-training on plain text (causal-LM loss on cutoff_len blocks); rm: reward model "
+        "(pairwise); dpo, kto, orpo, simpo: preference optimization (settings in train.pref).",
     )
     finetuning_type: Literal["lora", "full"] = Field(
         "lora", description="lora: train an adapter; full: all weights."

@@ -43,7 +43,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
     """
     import datasets
 
-    from ftcore.data.processor import tokenize_split
+    from ftcore.data.processor import ProcessContext, tokenize_split
     from ftcore.data.splits import save_split
     from ftcore.data.template import get_template
     from ftcore.modeling import load_tokenizer
@@ -61,16 +61,14 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
         return done
 
     counts = {}
+    ctx = ProcessContext(tokenizer, template, cfg.data.cutoff_len, cfg.data)
     with atomic_dir(out) as tmp:
         for split in ("train", "eval"):
             rows = datasets.load_from_disk(str(Path(dataset.path) / split))
             tokenized = tokenize_split(
                 rows,
                 cfg.train.stage,
-                tokenizer,
-                template,
-                cfg.data.cutoff_len,
-                cfg.data.train_on_prompt,
+                ctx,
                 num_proc=cfg.data.preprocessing_num_workers,
                 work_dir=tmp / f".map-{split}",
                 fingerprint=fingerprints[split][:32],
@@ -79,6 +77,9 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
                 raise DataError(
                     f"data.cutoff_len={cfg.data.cutoff_len}: none of the {len(rows)} training rows keeps a "
                     f"response token within it ({', '.join(cfg.data.dataset)}); raise cutoff_len"
+                    if cfg.train.stage != "pt"
+                    else f"data.cutoff_len={cfg.data.cutoff_len}: the {len(rows)} training rows hold fewer "
+                    f"tokens than one block ({', '.join(cfg.data.dataset)}); lower cutoff_len or add text"
                 )
             save_split(tokenized, tmp / split)
             counts[split] = len(tokenized)
