@@ -143,13 +143,6 @@ def test_full_stage_trains_every_weight(tmp_path: Path, stage: str) -> None:
     assert config["architectures"] == [expected]
 
 
-def _rm_loader(path: str):
-    """How the ppo stage loads an rm job's merged output: one call."""
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(path)
-
-
 def test_rm_merge_keeps_the_score_head(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "rm", "train.max_steps=4")
     model, data = prepared_inputs(cfg)
@@ -161,9 +154,16 @@ def test_rm_merge_keeps_the_score_head(tmp_path: Path) -> None:
 
     ids = torch.tensor([load_tokenizer(model.path)("Question 1: is item 1 good? Yes")["input_ids"]])
     unmerged = PeftModel.from_pretrained(load_model(model.path, dtype="float32", head="score"), trained.path)
-    reward = _rm_loader(merged.path).eval()
+    from transformers import AutoModelForSequenceClassification
+
+    from ftcore.train.rm import load_reward_model
+
+    reward = AutoModelForSequenceClassification.from_pretrained(merged.path).eval()  # plain transformers
     assert reward.config.num_labels == 1
-    torch.testing.assert_close(reward(ids).logits, unmerged.eval()(ids).logits, atol=1e-4, rtol=1e-4)
+    expected = unmerged.eval()(ids).logits
+    torch.testing.assert_close(reward(ids).logits, expected, atol=1e-4, rtol=1e-4)
+    for form in (merged.path, trained.path):  # the merged folder and the adapter folder, one call each
+        torch.testing.assert_close(load_reward_model(form)(ids).logits, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_llamafactory_pref_keys(tmp_path: Path) -> None:

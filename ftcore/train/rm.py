@@ -43,3 +43,26 @@ def run_rm(
         model=model, args=args, train_dataset=train_dataset, **_trainer_kwargs(tokenizer, callbacks)
     )
     return _finish(_quiet(trainer), resume_from)
+
+
+def load_reward_model(path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> Any:
+    """An rm job's output, frozen and in eval mode, from any of its forms: the merged folder or a full
+    fine-tune's model/ (a *ForSequenceClassification model), or a LoRA model/ folder (its
+    adapter_config names the base; the adapter carries the trained score head). For models:/NAME@ALIAS
+    download the version first (ftcore.registry.download)."""
+    import json
+
+    from ftcore.modeling import load_model
+
+    folder = Path(path)
+    adapter_config = folder / "adapter_config.json"
+    if adapter_config.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        model = load_model(base, trust_remote_code, dtype=dtype, head="score")
+        model = PeftModel.from_pretrained(model, str(folder))
+    else:
+        model = load_model(folder, trust_remote_code, dtype=dtype, head="score")
+    model.requires_grad_(False)
+    return model.eval()
