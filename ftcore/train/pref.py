@@ -77,7 +77,7 @@ def _prepared(dataset: Any, convert: Any, columns: list[str]) -> Any:
     return dataset.map(convert, remove_columns=[c for c in dataset.column_names if c not in columns])
 
 
-def _finish(trainer: Any, resume_from: Path | None) -> dict[str, Any]:
+def train_and_collect(trainer: Any, resume_from: Path | None) -> dict[str, Any]:
     """Train, then return what the job expects (see OBJECTIVES in ftcore.train)."""
     from ftcore.train.sft import run_mean_loss
 
@@ -95,13 +95,13 @@ def _finish(trainer: Any, resume_from: Path | None) -> dict[str, Any]:
     }
 
 
-def _trainer_kwargs(tokenizer: Any, callbacks: list[Any]) -> dict[str, Any]:
+def trainer_kwargs(tokenizer: Any, callbacks: list[Any]) -> dict[str, Any]:
     from ftcore.train.callbacks import LogAtCheckpoints
 
     return {"processing_class": tokenizer, "callbacks": [LogAtCheckpoints(), *callbacks]}
 
 
-def _quiet(trainer: Any) -> Any:
+def without_printer(trainer: Any) -> Any:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ftflow's ProgressCallback prints instead
@@ -145,9 +145,9 @@ def run_dpo(
         ref_model=ref,
         args=args,
         train_dataset=train_dataset,
-        **_trainer_kwargs(tokenizer, callbacks),
+        **trainer_kwargs(tokenizer, callbacks),
     )
-    return _finish(_quiet(trainer), resume_from)
+    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def run_kto(
@@ -188,9 +188,9 @@ def run_kto(
         ref_model=ref,
         args=args,
         train_dataset=train_dataset,
-        **_trainer_kwargs(tokenizer, callbacks),
+        **trainer_kwargs(tokenizer, callbacks),
     )
-    return _finish(_quiet(trainer), resume_from)
+    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def _with_prompt(self: Any, feature: dict[str, Any], model: Any = None) -> dict[str, Any]:
@@ -218,9 +218,9 @@ def run_orpo(
 
     args = trl_args(ORPOConfig, cfg, checkpoint_dir, method, beta=cfg.pref.beta, max_length=1 << 30)
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_dataset, **_trainer_kwargs(tokenizer, callbacks)
+        model=model, args=args, train_dataset=train_dataset, **trainer_kwargs(tokenizer, callbacks)
     )
-    return _finish(_quiet(trainer), resume_from)
+    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def run_simpo(
@@ -251,6 +251,6 @@ def run_simpo(
         max_length=1 << 30,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_dataset, **_trainer_kwargs(tokenizer, callbacks)
+        model=model, args=args, train_dataset=train_dataset, **trainer_kwargs(tokenizer, callbacks)
     )
-    return _finish(_quiet(trainer), resume_from)
+    return train_and_collect(without_printer(trainer), resume_from)

@@ -28,7 +28,7 @@ def run_rm(
     """Train the score-head model in place; returns metrics and log history like every objective."""
     from trl import RewardConfig, RewardTrainer
 
-    from ftcore.train.pref import _finish, _quiet, _trainer_kwargs, trl_args
+    from ftcore.train.pref import train_and_collect, trainer_kwargs, trl_args, without_printer
 
     class Trainer(RewardTrainer):
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -40,9 +40,9 @@ def run_rm(
         model.config.pad_token_id = tokenizer.pad_token_id
     args = trl_args(RewardConfig, cfg, checkpoint_dir, method, max_length=None)
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_dataset, **_trainer_kwargs(tokenizer, callbacks)
+        model=model, args=args, train_dataset=train_dataset, **trainer_kwargs(tokenizer, callbacks)
     )
-    return _finish(_quiet(trainer), resume_from)
+    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def load_reward_model(path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> Any:
