@@ -233,3 +233,26 @@ def test_dpo_through_the_flow_records_pairwise_metrics_and_the_objective(tmp_pat
     assert "eval/tuned/reward_margin" in run.data.metrics
     assert any(k.startswith("train/rewards/") for k in run.data.metrics), sorted(run.data.metrics)
     assert registry.get_version_by_alias(client, "tiny-dpo", "candidate") is not None
+
+
+def test_dpo_resumes_from_a_checkpoint_to_the_same_adapter(tmp_path: Path) -> None:
+    """TRL's trainer under ftflow's checkpoints: a run restarted from its step-2 checkpoint (the
+    reference adapter rebuilt, the optimizer restored) ends with the weights of the uninterrupted run."""
+    import shutil
+
+    cfg = _config(tmp_path, "dpo", "train.max_steps=4", "train.save_steps=2", "train.keep_checkpoints=2")
+    model, data = prepared_inputs(cfg)
+    first = steps.train(cfg, model, data)
+    out = Path(first.path).parent
+    uninterrupted = load_file(Path(first.path) / "adapter_model.safetensors")
+    # as if killed after the step-2 checkpoint: no model, no manifest, no later checkpoint
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    (out / "ftflow-manifest.json").unlink()
+    resumed = steps.train(cfg, model, data)
+
+    assert resumed.metadata["resumed_from"].endswith("checkpoint-2")
+    again = load_file(Path(resumed.path) / "adapter_model.safetensors")
+    assert again.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(again[name], tensor, atol=1e-5, rtol=1e-4)
