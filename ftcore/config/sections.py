@@ -193,6 +193,15 @@ class TrainConfig(Section):
         default_factory=lambda: ["mlflow"], description="Experiment trackers; 'mlflow' or 'none'."
     )
 
+    @model_validator(mode="after")
+    def _kto_batch(self) -> TrainConfig:
+        if self.stage == "kto" and self.per_device_train_batch_size < 2:
+            raise ValueError(
+                "train.stage kto needs train.per_device_train_batch_size >= 2 (its KL term pairs the "
+                "rows of a batch)"
+            )
+        return self
+
 
 class EvalConfig(Section):
     enabled: bool = Field(True, description="Run the evaluate step.")

@@ -15,7 +15,6 @@ from typing import Any
 
 from ftcore.config.sections import TrainConfig
 from ftcore.data.processor import IGNORE_INDEX
-from ftcore.errors import ConfigError
 from ftcore.train.methods import TrainingMethod
 
 log = logging.getLogger("ftcore.train")
@@ -163,9 +162,6 @@ def run_kto(
     """KTO: desirable / undesirable rows weighted by kto_chosen_weight / kto_rejected_weight; the KL
     baseline comes from the mismatched pairs the kto processor built."""
     from trl import KTOConfig, KTOTrainer
-
-    if cfg.per_device_train_batch_size < 2:
-        raise ConfigError("train.per_device_train_batch_size: kto needs at least 2 (its KL term pairs rows)")
 
     class Trainer(KTOTrainer):
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
