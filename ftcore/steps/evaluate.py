@@ -129,7 +129,8 @@ def _load(path: str, trust: bool, dtype: str, head: str, seed: int) -> Any:
 
     from ftcore.modeling import load_model
 
-    set_seed(seed)
+    if head == "score":
+        set_seed(seed)
     return load_model(path, trust, dtype=dtype, head=head)
 
 
