@@ -45,6 +45,25 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def saved_head(path: str | Path) -> str:
+    """The head a saved model or adapter folder was trained with: "score" for a reward model (a
+    *ForSequenceClassification config, or a SEQ_CLS adapter), else "causal_lm"."""
+    import json
+
+    folder = Path(path)
+    try:
+        if (folder / "adapter_config.json").is_file():
+            return (
+                "score"
+                if json.loads((folder / "adapter_config.json").read_text()).get("task_type") == "SEQ_CLS"
+                else "causal_lm"
+            )
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return "causal_lm"
+    return "score" if any(a.endswith("ForSequenceClassification") for a in architectures) else "causal_lm"
+
+
 def load_model(
     path: str | Path,
     trust_remote_code: bool = False,
@@ -53,9 +72,11 @@ def load_model(
     quantization_config: Any = None,
     device_map: Any = None,
     model_kwargs: dict[str, Any] | None = None,
+    head: str = "causal_lm",
 ):
     """A causal LM in eval mode; dtype 'auto' = bf16 where native, else fp32. `model_kwargs` go to
-    from_pretrained as they are (attn_implementation, an edited config).
+    from_pretrained as they are (attn_implementation, an edited config). head="score" loads it with a
+    one-number score head instead (a reward model: AutoModelForSequenceClassification).
 
     With a device_map (or a quantization config) transformers places the weights; otherwise the whole
     model goes to `device` (default: the GPU if there is one).
@@ -72,7 +93,12 @@ def load_model(
         extra["quantization_config"] = quantization_config
     if device_map is not None:
         extra["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(
+    auto_class = AutoModelForCausalLM
+    if head == "score":
+        from transformers import AutoModelForSequenceClassification
+
+        auto_class, extra["num_labels"] = AutoModelForSequenceClassification, 1
+    model = auto_class.from_pretrained(
         str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
     )
     if device_map is None and quantization_config is None:

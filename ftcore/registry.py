@@ -115,19 +115,24 @@ def log_model(
     the complete Hugging Face folder (weights, tokenizer, chat template, ftflow manifest) for
     transformers and vLLM. An adapter is uploaded as its plain folder (it needs its base to load).
     A quantized export (`quantized_dir`) goes into the same logged model, as its `quantized/` folder.
+    A reward model (stage rm: a score head, not a chat model) is uploaded as its plain folder too: the
+    chat flavor does not apply to it; `download` returns that folder for the PPO stage to load.
     """
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
+    from ftcore.modeling import saved_head
+
     model_dir = Path(model_dir)
     full = (model_dir / "config.json").is_file()
+    reward = full and saved_head(model_dir) == "score"
     logged = client.create_logged_model(
         experiment_id,
         name=name,
         source_run_id=run_id,
-        model_type="transformers" if full else "adapter",
+        model_type="reward-model" if reward else "transformers" if full else "adapter",
     )
     try:
-        if full:
+        if full and not reward:
             # beside the model (same disk, usually larger than /tmp); `.tmp-` so a kill leaves nothing
             # that stale-temp cleaning does not remove
             with tempfile.TemporaryDirectory(prefix=".tmp-mlmodel-", dir=model_dir.parent) as tmp:

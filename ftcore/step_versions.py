@@ -30,7 +30,7 @@ STEP_VERSIONS: dict[str, int] = {
     "evaluate": 5,
     "merge": 4,
     "quantize": 1,
-    "register": 3,
+    "register": 4,
 }
 
 # Files (globs relative to ROOT) whose code decides a step's output. Template DATA

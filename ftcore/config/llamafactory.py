@@ -45,6 +45,13 @@ KEY_MAP: dict[str, str] = {
     "lora_alpha": "train.lora.alpha",
     "lora_dropout": "train.lora.dropout",
     "lora_target": "train.lora.target",
+    "pref_beta": "train.pref.beta",
+    "pref_ftx": "train.pref.ftx",
+    "pref_loss": "train.pref.loss",  # orpo / simpo -> stage orpo / simpo (LLaMA-Factory runs them as dpo)
+    "simpo_gamma": "train.pref.simpo_gamma",
+    "ref_model": "train.pref.ref_model",
+    "kto_chosen_weight": "train.pref.kto_chosen_weight",
+    "kto_rejected_weight": "train.pref.kto_rejected_weight",
     "output_dir": "train.output_dir",
     "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps",
@@ -159,6 +166,8 @@ def flat_to_nested(
                 value = not value
             if key == "vllm_enforce_eager":
                 value = ["--enforce-eager"] if value else []
+            if key == "pref_loss" and value in ("orpo", "simpo"):
+                continue  # a stage of its own here (below)
             set_dotted(nested, KEY_MAP[key], value)
         elif key in IGNORED_KEYS:
             ignored.append(key)
@@ -173,6 +182,8 @@ def flat_to_nested(
     if raw.get("do_train") is True and raw.get("adapter_name_or_path"):
         # LLaMA-Factory trains an adapter it is given further; ftflow's default only evaluates / merges it
         set_dotted(nested, "train.lora.train_adapter", True)
+    if raw.get("pref_loss") in ("orpo", "simpo") and raw.get("stage", "dpo") == "dpo":
+        set_dotted(nested, "train.stage", raw["pref_loss"])  # LLaMA-Factory runs them as stage dpo
     if raw.get("do_train") is False:
         raise ConfigError(f"{source}: do_train: false is not supported by `ft train`; use `ft eval` instead")
     if ignored:

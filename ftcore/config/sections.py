@@ -139,11 +139,41 @@ def _known_trackers(value: list[str]) -> list[str]:
     return names
 
 
+class PrefConfig(Section):
+    """Preference objectives (rm, dpo, kto, orpo, simpo); LLaMA-Factory's pref_* / kto_* keys."""
+
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="pref_beta: strength of the preference term (dpo/kto: KL weight to the reference; orpo: "
+        "weight of the odds-ratio term; simpo: reward scale).",
+    )
+    ftx: float = Field(
+        0.0, ge=0, description="pref_ftx: weight of an added sft loss on the chosen answers (dpo, kto)."
+    )
+    loss: Literal["sigmoid", "hinge", "ipo"] = Field(
+        "sigmoid", description="pref_loss of dpo: sigmoid (DPO), hinge (SLiC) or ipo (IPO)."
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma.")
+    ref_model: str | None = Field(
+        None,
+        description="dpo/kto reference model (a path or hub reference); default: the frozen base model "
+        "(with LoRA: the base with the adapter disabled).",
+    )
+    kto_chosen_weight: float = Field(
+        1.0, gt=0, description="kto: weight of the desirable (chosen) rows' loss."
+    )
+    kto_rejected_weight: float = Field(
+        1.0, gt=0, description="kto: weight of the undesirable (rejected) rows' loss."
+    )
+
+
 class TrainConfig(Section):
-    stage: Literal["sft", "pt"] = Field(
+    stage: Literal["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo"] = Field(
         "sft",
         description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; pt: "
-        "continued pre-training on plain text (causal-LM loss on cutoff_len blocks).",
+        "continued pre-training on plain text (causal-LM loss on cutoff_len blocks); rm: reward model "
+        "(pairwise); dpo, kto, orpo, simpo: preference optimization (settings in train.pref).",
     )
     finetuning_type: Literal["lora", "freeze", "full"] = Field(
         "lora",
@@ -159,6 +189,9 @@ class TrainConfig(Section):
     apollo: ApolloConfig = Field(default_factory=ApolloConfig, description="APOLLO optimizer (full tuning).")
     badam: BadamConfig = Field(default_factory=BadamConfig, description="BAdam optimizer (full tuning).")
     speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Speed and memory switches.")
+    pref: PrefConfig = Field(
+        default_factory=PrefConfig, description="Preference stage settings (rm/dpo/kto/...)."
+    )
     output_dir: str | None = Field(
         None, description="Where checkpoints and the trained model go; defaults to a folder in the workdir."
     )
@@ -209,6 +242,15 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _method_combinations(self) -> TrainConfig:
         check_method_combinations(self)
+        return self
+
+    @model_validator(mode="after")
+    def _kto_batch(self) -> TrainConfig:
+        if self.stage == "kto" and self.per_device_train_batch_size < 2:
+            raise ValueError(
+                "train.stage kto needs train.per_device_train_batch_size >= 2 (its KL term pairs the "
+                "rows of a batch)"
+            )
         return self
 
 

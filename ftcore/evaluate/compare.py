@@ -17,7 +17,7 @@ from ftcore.config.pipeline import PipelineConfig
 
 log = logging.getLogger("ftcore.evaluate")
 
-LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity")
+LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "rejected_reward")
 
 
 def lower_is_better(metric: str) -> bool:

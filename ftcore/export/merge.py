@@ -58,7 +58,7 @@ def merge_lora(
     from peft import PeftModel
 
     from ftcore.data.template import apply_template, get_template
-    from ftcore.modeling import load_model, load_tokenizer, saved_dtype
+    from ftcore.modeling import load_model, load_tokenizer, saved_dtype, saved_head
 
     chat = get_template(template) if template else None  # an unknown name fails before the merge
     # ftflow's adapters carry the tokenizer they were trained with; one from elsewhere may not
@@ -71,7 +71,11 @@ def merge_lora(
     check_mergeable_base(base_path)
     target = saved_dtype(base_path) if dtype == "auto" else getattr(torch, dtype)
     base = load_model(
-        base_path, trust_remote_code, dtype="float32", device=None if device == "auto" else "cpu"
+        base_path,
+        trust_remote_code,
+        dtype="float32",
+        device=None if device == "auto" else "cpu",
+        head=saved_head(adapter_path),  # a reward model's adapter carries its score head: kept
     )
     merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
     if target is not None and target != torch.float32:
@@ -104,7 +108,7 @@ def export_full(
 
     import torch
 
-    from ftcore.modeling import load_model, saved_dtype
+    from ftcore.modeling import load_model, saved_dtype, saved_head
 
     src = Path(trained_dir)
     weights = sorted(src.glob("*.safetensors"))
@@ -126,5 +130,6 @@ def export_full(
         shutil.copy2(item, out_dir / item.name)
     if resave:
         keep = target or saved_dtype(src) or torch.float32
-        model = load_model(src, trust_remote_code, dtype=str(keep).removeprefix("torch."), device="cpu")
+        dtype_name = str(keep).removeprefix("torch.")
+        model = load_model(src, trust_remote_code, dtype=dtype_name, device="cpu", head=saved_head(src))
         model.save_pretrained(out_dir, max_shard_size=int(max_shard_gb * 10**9))

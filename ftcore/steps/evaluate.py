@@ -46,6 +46,9 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
 
     from ftcore.evaluate import benchmarks
     from ftcore.modeling import load_model, load_tokenizer
+    from ftcore.train import HEADS
+
+    head = HEADS.get(cfg.train.stage, "causal_lm")  # rm: the score-head model
 
     benchmarks.check_tasks(cfg.eval.tasks)  # unknown names, hub data offline: before any model loads
     trust = cfg.model.trust_remote_code
@@ -59,7 +62,7 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
         base_dir = ftflow_home() / "eval-base" / base_key[:16]
         cached = _cached_base(base_dir, base_key)
         if cached is None:
-            base_model = load_model(model.path, trust, dtype=dtype)
+            base_model = _load(model.path, trust, dtype, head, cfg.train.seed)
             base_scores = _score("base", base_model, base_tokenizer, eval_data, cfg)
             cached = _save_base(base_dir, base_key, base_scores, dtype)
         results["base"] = cached
@@ -67,12 +70,16 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
         if trained.kind == "adapter":
             from peft import PeftModel
 
-            base_model = base_model if base_model is not None else load_model(model.path, trust, dtype=dtype)
+            base_model = (
+                base_model
+                if base_model is not None
+                else _load(model.path, trust, dtype, head, cfg.train.seed)
+            )
             tuned, tokenizer = PeftModel.from_pretrained(base_model, trained.path), base_tokenizer
             tuned.eval()
         else:
             base_model = None  # free the base before loading a second full model
-            tuned = load_model(trained.path, trust, dtype=dtype)
+            tuned = load_model(trained.path, trust, dtype=dtype, head=head)
             tokenizer = load_tokenizer(trained.path, trust)
         results["tuned"] = _score("tuned", tuned, tokenizer, eval_data, cfg)
     served = benchmarks.served(cfg, [trained.path] if trained else [], model.path)
@@ -115,6 +122,18 @@ def evaluate(cfg: PipelineConfig, model: Artifact, data: Artifact, trained: Arti
     return artifact
 
 
+def _load(path: str, trust: bool, dtype: str, head: str, seed: int) -> Any:
+    """The base model; a score head starts as training started it (same seed), so the base's pairwise
+    scores are those of the untrained reward model."""
+    from transformers import set_seed
+
+    from ftcore.modeling import load_model
+
+    if head == "score":
+        set_seed(seed)
+    return load_model(path, trust, dtype=dtype, head=head)
+
+
 def _load_eval_data(cfg: PipelineConfig, data: Artifact, pad_token_id: int) -> _EvalData:
     import datasets
 
@@ -123,8 +142,12 @@ def _load_eval_data(cfg: PipelineConfig, data: Artifact, pad_token_id: int) -> _
     tokenized = datasets.load_from_disk(str(Path(data.path) / "eval"))
     if cfg.eval.max_samples:
         tokenized = tokenized.select(range(min(cfg.eval.max_samples, len(tokenized))))
+    from ftcore.evaluate.pairwise import is_preference_set
+
     lines = (Path(data.path) / "eval_rows.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines if line][: cfg.eval.generation_samples]
+    if is_preference_set(tokenized):
+        rows = []  # preference stages are scored on pairs (pairwise accuracy, margins), not answers
     return _EvalData(tokenized, rows, get_template(data.metadata["template"]), pad_token_id)
 
 
@@ -146,8 +169,15 @@ def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineC
         size,
         dtype,
     )
+    from ftcore.evaluate.pairwise import preference_metrics
+
     metrics: dict[str, float] = {}
-    if len(data.tokenized):
+    preference = (
+        preference_metrics(model, data.tokenized, data.pad_token_id, size) if len(data.tokenized) else None
+    )
+    if preference is not None:
+        metrics = preference
+    elif len(data.tokenized):
         progress = Progress(log, f"[evaluate] {who}: loss batch")
         metrics = eval_loss(model, data.tokenized, data.pad_token_id, size, progress=progress)
         metrics.pop("eval_tokens", None)
@@ -165,7 +195,8 @@ def _score(who: str, model: Any, tokenizer: Any, data: _EvalData, cfg: PipelineC
             options=generation_options(cfg.eval),
             seed=cfg.eval.seed if cfg.eval.do_sample else None,
         )
-    metrics.update(score(answers, [row["messages"][-1]["content"] for row in data.rows]))
+    if data.rows:
+        metrics.update(score(answers, [row["messages"][-1]["content"] for row in data.rows]))
     bench = benchmarks.in_process(who, model, tokenizer, cfg)
     metrics.update(bench.get("metrics", {}))
     return {"metrics": metrics, "answers": answers, "benchmarks": bench.get("results")}

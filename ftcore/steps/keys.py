@@ -138,6 +138,8 @@ def train_section(cfg: PipelineConfig) -> dict[str, Any]:
 
     for name in unused_sections(cfg.train):  # e.g. no lora settings in a full fine-tune's key
         del train[name]
+    if cfg.train.stage in ("sft", "pt"):
+        train.pop("pref", None)  # preference settings change nothing there
     return train
 
 

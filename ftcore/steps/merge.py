@@ -109,10 +109,13 @@ def write_docs(
     from ftcore.data.template import infer_template
     from ftcore.export.card import write_model_card
     from ftcore.export.modelfile import write_modelfile
+    from ftcore.modeling import saved_head
 
     write_model_card(out, cfg, lineage, metrics, extra)
     template = lineage.get("template") or infer_template(out)
-    if template:
+    if saved_head(out) == "score":  # a reward model scores text, it does not chat: no Ollama Modelfile
+        log.info("[merge] %s is a reward model: no Ollama Modelfile written", out)
+    elif template:
         write_modelfile(out, template)
     else:
         log.info("[merge] no chat template known for %s: no Ollama Modelfile written", out)

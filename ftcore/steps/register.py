@@ -49,6 +49,7 @@ def register(
         eval_fingerprint=evaluation.metadata.get("eval_fingerprint", "") if evaluation else "",
         eval_config=evaluation.metadata.get("eval_config", "") if evaluation else "",
     )
+    tags[f"{registry.TAG_PREFIX}objective"] = cfg.train.stage  # which stage made it (sft, rm, dpo, ...)
     if quantized is not None:
         tags.update(quantized.metadata.get("tags", {}))
         tags[registry.QUANTIZED_PATH_TAG] = registry.QUANTIZED_DIR

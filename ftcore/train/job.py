@@ -60,7 +60,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
     from ftcore.steps.common import JobRun
-    from ftcore.train import OBJECTIVES
+    from ftcore.train import HEADS, OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
     from ftcore.train.methods import method_for
     from ftcore.train.trackers import tracker_callbacks, tracker_environment
@@ -87,7 +87,8 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         callbacks += tracker_callbacks(report_to, out, cfg.name, project)
         environment = tracker_environment(report_to, out, cfg.name, project)
         with out_of_memory_as_user_error(cfg.train.stage), environment as tracker_dirs:
-            loaded = method.load(model.path, cfg.train, cfg.model.trust_remote_code)
+            head = HEADS.get(cfg.train.stage, "causal_lm")
+            loaded = method.load(model.path, cfg.train, cfg.model.trust_remote_code, head=head)
             result = OBJECTIVES[cfg.train.stage](
                 method.prepare(loaded, cfg.train),
                 tokenizer,

@@ -19,14 +19,22 @@ def resolve_bf16(cfg: TrainConfig) -> bool:
 def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingMethod) -> Any:
     """TrainingArguments from the train section, with defaults that work on CPU and GPU alike; the
     method picks the optimizer."""
-    import torch
     from transformers import TrainingArguments
+
+    return TrainingArguments(**training_argument_values(cfg, checkpoint_dir, method))
+
+
+def training_argument_values(
+    cfg: TrainConfig, checkpoint_dir: Path, method: TrainingMethod
+) -> dict[str, Any]:
+    """The TrainingArguments fields as a dict, so TRL's configs (its subclasses) take the same values."""
+    import torch
 
     from ftcore.train.methods.speed import training_args as speed_args
 
     bf16 = resolve_bf16(cfg)
     use_cpu = not torch.cuda.is_available()
-    return TrainingArguments(
+    return dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,

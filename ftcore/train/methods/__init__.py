@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.config.sections import TrainConfig
-from ftcore.train.methods.base import FullMethod, LoadPlan, TrainingMethod, trainable_names
+from ftcore.train.methods.base import FullMethod, LoadPlan, TrainingMethod, is_score_model, trainable_names
 from ftcore.train.methods.freeze import FreezeMethod
 from ftcore.train.methods.lora import LoraMethod, QLoraMethod, lora_targets
 from ftcore.train.methods.optimizers import ApolloMethod, BadamMethod, GaloreMethod
@@ -50,6 +50,7 @@ __all__ = [
     "METHODS",
     "LoadPlan",
     "TrainingMethod",
+    "is_score_model",
     "lora_targets",
     "method_for",
     "method_name",

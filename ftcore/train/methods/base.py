@@ -40,8 +40,11 @@ class TrainingMethod(ABC):
         """fp32 master weights; bf16 compute comes from autocast (TrainingArguments.bf16)."""
         return LoadPlan()
 
-    def load(self, path: str | Path, cfg: TrainConfig, trust_remote_code: bool = False) -> Any:
-        """The base model, loaded as load_plan says (with the speed switches), in training mode."""
+    def load(
+        self, path: str | Path, cfg: TrainConfig, trust_remote_code: bool = False, head: str = "causal_lm"
+    ) -> Any:
+        """The base model, loaded as load_plan says (with the speed switches), in training mode;
+        head="score" loads a reward model (a one-number score head)."""
         from ftcore.modeling import load_model
         from ftcore.train.methods.speed import check_base_trainable, check_speed, load_kwargs
 
@@ -55,6 +58,7 @@ class TrainingMethod(ABC):
             quantization_config=plan.quantization_config,
             device_map=plan.device_map,
             model_kwargs={**load_kwargs(path, cfg.speed, trust_remote_code), **plan.model_kwargs},
+            head=head,
         )
         model.train()
         return model
@@ -101,3 +105,8 @@ class FullMethod(TrainingMethod):
 def trainable_names(model: Any) -> set[str]:
     """Names of the parameters that will train (for logs and tests)."""
     return {name for name, param in model.named_parameters() if param.requires_grad}
+
+
+def is_score_model(model: Any) -> bool:
+    """A model with a sequence-score head (AutoModelForSequenceClassification), as the rm stage trains."""
+    return type(model).__name__.endswith("ForSequenceClassification")

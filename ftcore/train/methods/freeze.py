@@ -9,7 +9,7 @@ from typing import Any
 
 from ftcore.config.sections import TrainConfig
 from ftcore.errors import ConfigError
-from ftcore.train.methods.base import FullMethod
+from ftcore.train.methods.base import FullMethod, is_score_model
 
 log = logging.getLogger("ftcore.train")
 
@@ -69,7 +69,8 @@ class FreezeMethod(FullMethod):
     def prepare(self, model: Any, cfg: TrainConfig) -> Any:
         chosen = freeze_plan(model, cfg)
         for name, param in model.named_parameters():
-            param.requires_grad_(name in chosen)
+            # a reward model's score head is new: it always trains
+            param.requires_grad_(name in chosen or (is_score_model(model) and name.startswith("score.")))
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("freeze: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)

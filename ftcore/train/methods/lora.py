@@ -11,7 +11,7 @@ from typing import Any
 
 from ftcore.config.sections import TrainConfig
 from ftcore.errors import ConfigError
-from ftcore.train.methods.base import LoadPlan, TrainingMethod
+from ftcore.train.methods.base import LoadPlan, TrainingMethod, is_score_model
 
 log = logging.getLogger("ftcore.train")
 
@@ -44,7 +44,8 @@ class LoraMethod(TrainingMethod):
         if lora.pissa_init:
             init = f"pissa_niter_{lora.pissa_iter}" if lora.pissa_iter > 0 else "pissa"
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
+            # a score-head model (reward model): SEQ_CLS trains and saves the head beside the adapter
+            task_type=TaskType.SEQ_CLS if is_score_model(model) else TaskType.CAUSAL_LM,
             r=lora.rank,
             lora_alpha=lora.alpha or 2 * lora.rank,
             lora_dropout=lora.dropout,

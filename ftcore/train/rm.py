@@ -1,0 +1,71 @@
+"""Reward model (stage rm): the base with a one-number score head, trained on chosen / rejected pairs
+with the pairwise loss -log sigmoid(r_chosen - r_rejected) by TRL's RewardTrainer (which reports
+pairwise accuracy and margin). The features are ftflow's pairwise ones, used as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftcore.config.sections import TrainConfig
+from ftcore.train.methods import TrainingMethod
+
+# The model head each objective trains (the job passes it to TrainingMethod.load); default causal_lm.
+HEADS = {"rm": "score"}
+
+
+def run_rm(
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    resume_from: Path | None,
+    callbacks: list[Any],
+    method: TrainingMethod,
+) -> dict[str, Any]:
+    """Train the score-head model in place; returns metrics and log history like every objective."""
+    from trl import RewardConfig, RewardTrainer
+
+    from ftcore.train.pref import train_and_collect, trainer_kwargs, trl_args, without_printer
+
+    class Trainer(RewardTrainer):
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            keep = {"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
+            dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
+            return dataset.rename_columns(keep)
+
+    if model.config.pad_token_id is None:  # the score is read at the last non-pad token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    args = trl_args(RewardConfig, cfg, checkpoint_dir, method, max_length=None)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
+    )
+    return train_and_collect(without_printer(trainer), resume_from)
+
+
+def load_reward_model(path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> Any:
+    """An rm job's output, frozen and in eval mode, from any of its forms: the merged folder or a full
+    fine-tune's model/ (a *ForSequenceClassification model), or a LoRA model/ folder (its
+    adapter_config names the base; the adapter carries the trained score head). For models:/NAME@ALIAS
+    download the version first (ftcore.registry.download)."""
+    import json
+
+    from ftcore.modeling import load_model
+
+    folder = Path(path)
+    adapter_config = folder / "adapter_config.json"
+    if adapter_config.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        model = load_model(base, trust_remote_code, dtype=dtype, head="score")
+        model = PeftModel.from_pretrained(model, str(folder))
+    else:
+        model = load_model(folder, trust_remote_code, dtype=dtype, head="score")
+    model.requires_grad_(False)
+    return model.eval()
