@@ -24,10 +24,10 @@ RECORD = ROOT / "tests" / "data" / "step_versions.json"
 
 STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
-    "fetch_dataset": 1,
-    "preprocess": 2,
+    "fetch_dataset": 2,
+    "preprocess": 3,
     "train": 2,
-    "evaluate": 4,
+    "evaluate": 5,
     "merge": 4,
     "quantize": 1,
     "register": 3,
@@ -37,8 +37,18 @@ STEP_VERSIONS: dict[str, int] = {
 # (templates.yaml) is not listed: the preprocess key holds each template's definition itself.
 STEP_SOURCES: dict[str, tuple[str, ...]] = {
     "fetch_model": ("ftcore/steps/fetch.py", "ftcore/hub.py", "ftcore/builtin.py"),
-    "fetch_dataset": ("ftcore/steps/fetch.py", "ftcore/data/loader.py", "ftcore/data/splits.py"),
-    "preprocess": ("ftcore/steps/preprocess.py", "ftcore/data/processor.py", "ftcore/data/template.py"),
+    "fetch_dataset": (
+        "ftcore/steps/fetch.py",
+        "ftcore/data/loader.py",
+        "ftcore/data/converter.py",
+        "ftcore/data/splits.py",
+    ),
+    "preprocess": (
+        "ftcore/steps/preprocess.py",
+        "ftcore/data/processor.py",
+        "ftcore/data/template.py",
+        "ftcore/data/tools.py",
+    ),
     "train": (
         "ftcore/steps/train.py",
         "ftcore/train/*.py",

@@ -21,7 +21,8 @@ from ftcore.data import (
     load_rows,
     preprocess_sft,
 )
-from ftcore.data.processor import tokenize_split
+from ftcore.data.converter import row
+from ftcore.data.processor import ProcessContext, tokenize_split
 from ftcore.data.splits import row_features, split_fingerprints, write_splits
 from ftcore.errors import ConfigError, DataError
 from tests.helpers import write_dataset
@@ -38,8 +39,21 @@ def qwen_tok(tiny_qwen2):
 
 
 def test_shipped_datasets(data_dir: Path):
-    sizes = {name: len(load_rows(data_dir, name)) for name in load_dataset_info(data_dir)}
-    assert sizes == {"demo_alpaca": 300, "demo_alpaca_eval": 60, "identity": 20, "demo_sharegpt": 20}
+    kinds = {"dpo_en_demo": "pairwise", "kto_en_demo": "kto", "c4_demo": "pt"}
+    sizes = {
+        name: len(load_rows(data_dir, name, kind=kinds.get(name, "sft")))
+        for name in load_dataset_info(data_dir)
+    }
+    assert sizes == {"demo_alpaca": 300, "demo_alpaca_eval": 60, "identity": 20, "demo_sharegpt": 20} | {
+        name: 32
+        for name in (
+            "alpaca_en_demo",
+            "alpaca_zh_demo",
+            "glaive_toolcall_en_demo",
+            "dpo_en_demo",
+            "kto_en_demo",
+        )
+    } | {"c4_demo": 32}
     row = load_rows(data_dir, "demo_alpaca", max_samples=1)[0]
     assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and row["system"] is None
     convs = load_rows(data_dir, "demo_sharegpt")
@@ -99,8 +113,8 @@ def test_sharegpt_tags_and_openai_messages(tmp_path: Path):
     }
     write_dataset(tmp_path, info, {"c.json": custom, "o.json": openai})
     expected = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    assert load_rows(tmp_path, "custom") == [{"messages": expected, "system": "sys"}]
-    assert load_rows(tmp_path, "openai") == [{"messages": expected, "system": "S"}]
+    assert load_rows(tmp_path, "custom") == [row(expected, "sys")]
+    assert load_rows(tmp_path, "openai") == [row(expected, "S")]
 
 
 # --- errors name the file and row ------------------------------------------------------------
@@ -179,28 +193,31 @@ def test_bad_role_order_names_file_and_row(tmp_path: Path, turns, message):
 # --- preprocessing ---------------------------------------------------------------------------
 
 
-ROW = {
-    "messages": [
+ROW = row(
+    [
         {"role": "user", "content": "Add the two numbers.\n12 + 7"},
         {"role": "assistant", "content": "19"},
         {"role": "user", "content": "Convert to uppercase.\nred apple"},
         {"role": "assistant", "content": "RED APPLE"},
-    ],
-    "system": None,
-}
+    ]
+)
+
+
+def ctx(tokenizer, cutoff_len: int = 1024, template: str = "qwen", **data) -> ProcessContext:
+    return ProcessContext(tokenizer, get_template(template), cutoff_len, DataConfig(**data))
 
 
 def test_labels_mask_exactly_the_prompts(qwen_tok):
     template = get_template("qwen")
     pairs = template.encode_multiturn(qwen_tok, ROW["messages"])
-    out = PROCESSORS["sft"]([ROW], qwen_tok, template, cutoff_len=1024, train_on_prompt=False)
+    out = PROCESSORS["sft"]([ROW], ctx(qwen_tok))
     expected_ids, expected_labels = [], []
     for prompt, response in pairs:
         expected_ids += prompt + response
         expected_labels += [IGNORE_INDEX] * len(prompt) + response
     assert out["input_ids"] == [expected_ids] and out["labels"] == [expected_labels]
     assert out["attention_mask"] == [[1] * len(expected_ids)]
-    kept = preprocess_sft([ROW], qwen_tok, template, cutoff_len=1024, train_on_prompt=True)
+    kept = preprocess_sft([ROW], ctx(qwen_tok, train_on_prompt=True))
     assert kept["labels"] == [expected_ids]
 
 
@@ -212,7 +229,7 @@ def test_infer_seqlen_matches_llamafactory():
 
 @pytest.mark.parametrize("cutoff_len", [9, 20, 30, 45, 1024])
 def test_cutoff_len_truncation(qwen_tok, cutoff_len):
-    out = preprocess_sft([ROW] * 2, qwen_tok, get_template("qwen"), cutoff_len, train_on_prompt=False)
+    out = preprocess_sft([ROW] * 2, ctx(qwen_tok, cutoff_len))
     for ids, labels in zip(out["input_ids"], out["labels"], strict=True):
         assert len(ids) == len(labels) <= cutoff_len
         assert any(label != IGNORE_INDEX for label in labels)
@@ -221,12 +238,12 @@ def test_cutoff_len_truncation(qwen_tok, cutoff_len):
 def test_rows_without_response_tokens_dropped(qwen_tok, caplog):
     # A long response next to a far longer prompt gets a zero share of a tiny budget (infer_seqlen).
     turns = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok " * 4}]
-    long_prompt = {"messages": turns, "system": None}
-    out = preprocess_sft([long_prompt, ROW], qwen_tok, get_template("qwen"), cutoff_len=12)
+    long_prompt = row(turns)
+    out = preprocess_sft([long_prompt, ROW], ctx(qwen_tok, 12))
     assert len(out["input_ids"]) == 1
     rows = datasets.Dataset.from_list([long_prompt, ROW], features=row_features())
     with caplog.at_level(logging.WARNING):
-        tokenized = tokenize_split(rows, "sft", qwen_tok, get_template("qwen"), cutoff_len=12)
+        tokenized = tokenize_split(rows, "sft", ctx(qwen_tok, 12))
     assert tokenized.to_dict() == out
     assert "dropped 1 of 2 rows" in caplog.text
 

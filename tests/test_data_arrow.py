@@ -13,7 +13,7 @@ from ftcore.builtin import ftflow_home
 from ftcore.config.llamafactory import flat_to_nested
 from ftcore.config.sections import DataConfig
 from ftcore.data import build_splits, get_template, load_rows, loader, preprocess_sft
-from ftcore.data.processor import tokenize_split
+from ftcore.data.processor import ProcessContext, tokenize_split
 from ftcore.data.splits import row_features, save_split, write_splits
 from ftcore.errors import DataError
 from tests.helpers import small_config, write_dataset
@@ -68,15 +68,16 @@ def test_tokenize_split_equals_the_processor(qwen_tok, data_dir: Path, num_proc)
         "train"
     ]
     template = get_template("qwen")
-    expected = preprocess_sft(rows, qwen_tok, template, cutoff_len=48)
+    context = ProcessContext(qwen_tok, template, 48)
+    expected = preprocess_sft(rows, context)
     arrow = datasets.Dataset.from_list(rows, features=row_features())
-    got = tokenize_split(arrow, "sft", qwen_tok, template, cutoff_len=48, num_proc=num_proc)
+    got = tokenize_split(arrow, "sft", context, num_proc=num_proc)
     assert got.to_dict() == expected
 
 
 def test_empty_splits_stay_loadable_datasets(tmp_path: Path, qwen_tok):
-    empty = datasets.Dataset.from_dict({"messages": [], "system": []}, features=row_features())
-    tokenized = tokenize_split(empty, "sft", qwen_tok, get_template("qwen"), cutoff_len=48)
+    empty = datasets.Dataset.from_dict({name: [] for name in row_features()}, features=row_features())
+    tokenized = tokenize_split(empty, "sft", ProcessContext(qwen_tok, get_template("qwen"), 48))
     save_split(tokenized, tmp_path / "eval")
     loaded = datasets.load_from_disk(str(tmp_path / "eval"))
     assert len(loaded) == 0 and loaded.column_names == ["input_ids", "attention_mask", "labels"]

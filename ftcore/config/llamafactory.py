@@ -30,6 +30,8 @@ KEY_MAP: dict[str, str] = {
     "cutoff_len": "data.cutoff_len",
     "max_samples": "data.max_samples",
     "train_on_prompt": "data.train_on_prompt",
+    "mask_history": "data.mask_history",
+    "enable_thinking": "data.enable_thinking",
     "preprocessing_num_workers": "data.preprocessing_num_workers",
     "stage": "train.stage",
     "finetuning_type": "train.finetuning_type",

@@ -76,6 +76,14 @@ class DataConfig(Section):
     cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per example after templating.")
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
     train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (no masking).")
+    mask_history: bool = Field(
+        False, description="Compute loss on the last reply of each conversation only (not earlier replies)."
+    )
+    enable_thinking: bool = Field(
+        True,
+        description="Reasoning templates (qwen3): false trains without reasoning (the thinking-off "
+        "variant, e.g. qwen3_nothink: reasoning dropped, an empty block in the prompt).",
+    )
     seed: int = Field(42, description="Seed for the train / validation split and shuffling.")
     preprocessing_num_workers: int | None = Field(
         None,
@@ -83,6 +91,14 @@ class DataConfig(Section):
         description="Processes that tokenize the rows (datasets.map num_proc); the token ids are the "
         "same for any number. Default: one, in the step's own process.",
     )
+
+    @model_validator(mode="after")
+    def _history_or_prompt(self) -> DataConfig:
+        if self.mask_history and self.train_on_prompt:
+            raise ValueError(
+                "data.mask_history and data.train_on_prompt cannot both be true (as in LLaMA-Factory)"
+            )
+        return self
 
 
 class LoraConfig(Section):
@@ -154,10 +170,11 @@ class RLConfig(Section):
 
 
 class TrainConfig(Section):
-    stage: Literal["sft", "grpo", "ppo"] = Field(
+    stage: Literal["sft", "pt", "grpo", "ppo"] = Field(
         "sft",
-        description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; grpo: group "
-        "relative policy optimisation with reward functions; ppo: PPO against a reward model.",
+        description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; pt: "
+        "continued pre-training on plain text (causal-LM loss on cutoff_len blocks); grpo: group relative "
+        "policy optimisation with reward functions; ppo: PPO against a reward model.",
     )
     finetuning_type: Literal["lora", "full"] = Field(
         "lora", description="lora: train an adapter; full: all weights."

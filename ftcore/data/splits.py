@@ -30,7 +30,16 @@ def row_features() -> Any:
     from datasets import Features, List, Value
 
     turn = {"role": Value("string"), "content": Value("string")}
-    return Features({"messages": List(turn), "system": Value("string")})
+    return Features(
+        {
+            "messages": List(turn),
+            "system": Value("string"),
+            "tools": Value("string"),
+            "chosen": turn,
+            "rejected": turn,
+            "kto_tag": Value("bool"),
+        }
+    )
 
 
 def split_indices(n_rows: int, val_size: float, seed: int) -> tuple[list[int], list[int]] | None:
@@ -60,32 +69,36 @@ def split_indices(n_rows: int, val_size: float, seed: int) -> tuple[list[int], l
     return [i for i in range(n_rows) if i not in held], sorted(held)
 
 
-def _load_all(names: list[str], dataset_dir: Path, max_samples: int | None) -> list[dict[str, Any]]:
-    return [row for name in names for _, row in iter_rows(dataset_dir, name, max_samples)]
+def _load_all(
+    names: list[str], dataset_dir: Path, max_samples: int | None, kind: str
+) -> list[dict[str, Any]]:
+    return [row for name in names for _, row in iter_rows(dataset_dir, name, max_samples, kind)]
 
 
-def build_splits(cfg: DataConfig, dataset_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """{"train": rows, "eval": rows} in memory: eval from cfg.eval_dataset, else a seeded val_size
-    split, else empty. write_splits makes the same rows as Arrow datasets."""
-    train = _load_all(cfg.dataset, dataset_dir, cfg.max_samples)
+def build_splits(cfg: DataConfig, dataset_dir: Path, kind: str = "sft") -> dict[str, list[dict[str, Any]]]:
+    """{"train": rows, "eval": rows} in memory, validated for data `kind`: eval from
+    cfg.eval_dataset, else a seeded val_size split, else empty. write_splits makes the same rows as
+    Arrow datasets."""
+    train = _load_all(cfg.dataset, dataset_dir, cfg.max_samples, kind)
     if cfg.eval_dataset:
-        return {"train": train, "eval": _load_all(cfg.eval_dataset, dataset_dir, cfg.max_samples)}
+        return {"train": train, "eval": _load_all(cfg.eval_dataset, dataset_dir, cfg.max_samples, kind)}
     picked = split_indices(len(train), cfg.val_size, cfg.seed)
     if picked is None:
         return {"train": train, "eval": []}
     return {"train": [train[i] for i in picked[0]], "eval": [train[i] for i in picked[1]]}
 
 
-def write_splits(cfg: DataConfig, dataset_dir: Path, out: Path) -> dict[str, int]:
-    """Parse and validate every row once; save out/train and out/eval as Arrow datasets; row counts.
+def write_splits(cfg: DataConfig, dataset_dir: Path, out: Path, kind: str = "sft") -> dict[str, int]:
+    """Parse and validate every row once (for data `kind`); save out/train and out/eval as Arrow
+    datasets; row counts.
 
     Rows stream into an Arrow file in batches, so memory holds one batch, not the dataset.
     """
     staging = Path(out) / ".rows"
     staging.mkdir(parents=True, exist_ok=True)
-    train = _write_rows(cfg.dataset, dataset_dir, cfg.max_samples, staging / "train.arrow")
+    train = _write_rows(cfg.dataset, dataset_dir, cfg.max_samples, staging / "train.arrow", kind)
     if cfg.eval_dataset:
-        evals = _write_rows(cfg.eval_dataset, dataset_dir, cfg.max_samples, staging / "eval.arrow")
+        evals = _write_rows(cfg.eval_dataset, dataset_dir, cfg.max_samples, staging / "eval.arrow", kind)
     else:
         picked = split_indices(len(train), cfg.val_size, cfg.seed)
         if picked is None:
@@ -105,7 +118,7 @@ def save_split(split: Any, path: Path) -> None:
     split.save_to_disk(str(path), num_shards=1 if len(split) == 0 else None)
 
 
-def _write_rows(names: list[str], dataset_dir: Path, max_samples: int | None, path: Path) -> Any:
+def _write_rows(names: list[str], dataset_dir: Path, max_samples: int | None, path: Path, kind: str) -> Any:
     import datasets
     import pyarrow as pa
 
@@ -113,7 +126,7 @@ def _write_rows(names: list[str], dataset_dir: Path, max_samples: int | None, pa
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         batch: list[dict[str, Any]] = []
         for name in names:
-            for _, row in iter_rows(dataset_dir, name, max_samples):
+            for _, row in iter_rows(dataset_dir, name, max_samples, kind):
                 batch.append(row)
                 if len(batch) >= _BATCH_ROWS:
                     writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
@@ -135,15 +148,18 @@ def _sources(names: list[str], dataset_dir: Path, info: dict[str, Any]) -> list[
     ]
 
 
-def split_fingerprints(cfg: DataConfig, dataset_dir: Path) -> dict[str, str]:
+def split_fingerprints(cfg: DataConfig, dataset_dir: Path, kind: str = "sft") -> dict[str, str]:
     """{"train": fp, "eval": fp}: each split's hash of exactly what its rows depend on (the entries
-    and files it reads, max_samples, and the val_size split when one is made). No row is parsed."""
+    and files it reads, max_samples, the data kind they were validated for, and the val_size split
+    when one is made). No row is parsed."""
     info = load_dataset_info(dataset_dir)
     train = {"datasets": _sources(cfg.dataset, dataset_dir, info), "max_samples": cfg.max_samples}
+    train["kind"] = kind
     if cfg.eval_dataset:
         evals: dict[str, Any] = {
             "datasets": _sources(cfg.eval_dataset, dataset_dir, info),
             "max_samples": cfg.max_samples,
+            "kind": kind,
         }
     elif cfg.val_size > 0:
         split = {"val_size": cfg.val_size, "seed": cfg.seed}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ftcore.data.chat_jinja import render_jinja
+from ftcore.data.tools import TOOL_FORMATS, ToolFormat
 from ftcore.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -67,72 +68,126 @@ class Template:
     thinking: Thinking | None = None
     model_types: list[str] = field(default_factory=list)
     requires_text: list[str] = field(default_factory=list)
+    format_observation: str | None = None
+    format_function: str | None = None
+    tool_format: str | None = None
+    text_eos: str | None = None
 
     def definition(self) -> dict[str, Any]:
         """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes."""
         keep = ("format_system", "format_user", "format_assistant", "bos", "default_system")
-        keep += ("always_system", "trim_content", "thinking")
+        keep += ("always_system", "trim_content", "thinking", "format_observation", "format_function")
+        keep += ("tool_format", "text_eos")
         return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+
+    def tools(self) -> ToolFormat:
+        """This family's tool format; rows with tools or function calls need one."""
+        if self.tool_format is None:
+            with_tools = ", ".join(n for n, t in _load_all().items() if t.tool_format)
+            raise DataError(
+                f"chat template '{self.name}' has no tool format, so rows with tools or function_call / "
+                f"observation turns cannot be encoded with it; templates with one: {with_tools}"
+            )
+        return TOOL_FORMATS[self.tool_format]
+
+    def _prompt_turn(self, message: dict[str, str]) -> str:
+        """A user turn, or a tool result (observation), each followed by the assistant header."""
+        if message["role"] == "observation":
+            self.tools()
+            return self._fill(self.format_observation or self.format_user, message["content"])
+        return self._fill(self.format_user, message["content"])
+
+    def _response_turn(self, role: str, content: str, reasoning: str | None = None) -> str:
+        """An assistant reply; a function_call turn is written as the family's tool-call text.
+        With `reasoning` (thinking on, last turn), the reasoning block comes first."""
+        pattern = self.format_assistant
+        if role == "function":
+            pattern = self.format_function or self.format_assistant
+            content = self.tools().calls(content)
+        if reasoning is not None and self.thinking is not None:
+            t = self.thinking
+            content = t.open + reasoning.strip("\n") + t.close + content.lstrip("\n")
+        return self._fill(pattern, content)
 
     def _fill(self, pattern: str, content: str) -> str:
         # str.replace, not str.format: contents may hold braces.
         return pattern.replace("{content}", content.strip() if self.trim_content else content)
 
-    def _prefix(self, system: str | None) -> str:
+    def _prefix(self, system: str | None, tools: str | None = None) -> str:
         """bos plus the system turn; no (or an empty) system prompt means the template's default,
-        as in LLaMA-Factory (datasets often write "system": "" for none)."""
+        as in LLaMA-Factory (datasets often write "system": "" for none). Tools are described in
+        the system turn, in the family's own words."""
         system = system or self.default_system
+        if tools:
+            system = self.tools().system(system or "", tools)
         turn = self._fill(self.format_system, system or "") if system or self.always_system else ""
         return (self.bos or "") + turn
 
     def _segments(
-        self, messages: list[dict[str, str]], system: str | None, final_answer: bool
+        self, messages: list[dict[str, str]], system: str | None, final_answer: bool, tools: str | None = None
     ) -> list[tuple[str, str]]:
         """(prompt text, response text) per turn. With `final_answer`, the last turn is the one the
         official templates treat specially: its reasoning is kept (thinking on) or replaced by an
         empty block in the prompt (thinking off); earlier turns always lose their reasoning."""
         pairs = []
         for i in range(0, len(messages), 2):
-            prompt = (self._prefix(system) if i == 0 else "") + self._fill(
-                self.format_user, messages[i]["content"]
-            )
-            content = messages[i + 1]["content"]
-            if self.thinking is not None:
-                reasoning, answer = self.thinking.split(content)
-                content = answer
-                if final_answer and i + 2 == len(messages):
-                    if self.thinking.enabled:
-                        t = self.thinking
-                        content = t.open + reasoning.strip("\n") + t.close + answer.lstrip("\n")
-                    else:
-                        prompt += self.thinking.empty
-            pairs.append((prompt, self._fill(self.format_assistant, content)))
+            prompt = (self._prefix(system, tools) if i == 0 else "") + self._prompt_turn(messages[i])
+            role, content = messages[i + 1]["role"], messages[i + 1]["content"]
+            if self.thinking is None:
+                pairs.append((prompt, self._response_turn(role, content)))
+                continue
+            reasoning, answer = self.thinking.split(content)
+            last = final_answer and i + 2 == len(messages)
+            if last and not self.thinking.enabled:
+                prompt += self.thinking.empty
+            keep = reasoning if last and self.thinking.enabled else None
+            pairs.append((prompt, self._response_turn(role, answer, keep)))
         return pairs
 
     def encode_multiturn(
-        self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], system: str | None = None
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        messages: list[dict[str, str]],
+        system: str | None = None,
+        tools: str | None = None,
     ) -> list[tuple[list[int], list[int]]]:
-        """(prompt ids, response ids) per user/assistant turn; the first prompt carries bos + system."""
-        _check_roles(messages, final="assistant")
+        """(prompt ids, response ids) per turn (user or observation, then assistant or function
+        call); the first prompt carries bos + system (+ the tool list)."""
+        _check_roles(messages, final=RESPONSE_ROLES)
         return [
             (_encode(tokenizer, prompt), _encode(tokenizer, response))
-            for prompt, response in self._segments(messages, system, final_answer=True)
+            for prompt, response in self._segments(messages, system, final_answer=True, tools=tools)
         ]
 
+    def encode_oneturn(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        messages: list[dict[str, str]],
+        system: str | None = None,
+        tools: str | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids) where the prompt is everything before the last reply."""
+        pairs = self.encode_multiturn(tokenizer, messages, system, tools)
+        prompt = [i for source, target in pairs[:-1] for i in source + target] + pairs[-1][0]
+        return prompt, pairs[-1][1]
+
     def encode_prompt(
-        self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], system: str | None = None
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        messages: list[dict[str, str]],
+        system: str | None = None,
+        tools: str | None = None,
     ) -> list[int]:
-        """History + the final user turn + the generation prompt: the input for generating a reply."""
-        _check_roles(messages, final="user")
-        history = self._segments(messages[:-1], system, final_answer=False)
+        """History + the final user (or observation) turn + the generation prompt: the input for
+        generating a reply."""
+        _check_roles(messages, final=PROMPT_ROLES)
+        history = self._segments(messages[:-1], system, final_answer=False, tools=tools)
         ids = [
             i
             for prompt, response in history
             for i in _encode(tokenizer, prompt) + _encode(tokenizer, response)
         ]
-        last = (self._prefix(system) if len(messages) == 1 else "") + self._fill(
-            self.format_user, messages[-1]["content"]
-        )
+        last = (self._prefix(system, tools) if len(messages) == 1 else "") + self._prompt_turn(messages[-1])
         if self.thinking is not None and not self.thinking.enabled:
             last += self.thinking.empty
         return ids + _encode(tokenizer, last)
@@ -174,12 +229,23 @@ def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False) if text else []
 
 
-def _check_roles(messages: list[dict[str, str]], final: str) -> None:
-    """Turns must alternate user, assistant, ... and end with `final`."""
-    expected = ["user", "assistant"] * (len(messages) // 2 + 1)
+PROMPT_ROLES = ("user", "observation")
+RESPONSE_ROLES = ("assistant", "function")
+
+
+def _check_roles(messages: list[dict[str, str]], final: tuple[str, ...]) -> None:
+    """Turns must alternate user|observation, assistant|function, ... and end on a `final` role."""
     roles = [m.get("role") for m in messages]
-    if not roles or roles != expected[: len(roles)] or roles[-1] != final:
-        raise DataError(f"messages must alternate user/assistant and end with {final}; got roles {roles}")
+    sides = [PROMPT_ROLES if i % 2 == 0 else RESPONSE_ROLES for i in range(len(roles))]
+    if (
+        not roles
+        or any(r not in side for r, side in zip(roles, sides, strict=True))
+        or roles[-1] not in final
+    ):
+        raise DataError(
+            "messages must alternate user (or observation) / assistant (or function) and end with "
+            f"{' or '.join(final)}; got roles {roles}"
+        )
 
 
 def apply_template(template: Template, model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -210,7 +276,13 @@ def apply_template(template: Template, model_dir: Path, tokenizer: PreTrainedTok
 def _template(name: str, entry: dict[str, Any]) -> Template:
     thinking = entry.pop("thinking", None)
     template = Template(name=name, thinking=Thinking(**thinking) if thinking else None, **entry)
-    for pattern in (template.format_system, template.format_user, template.format_assistant):
+    patterns = (template.format_system, template.format_user, template.format_assistant)
+    patterns += tuple(p for p in (template.format_observation, template.format_function) if p)
+    if template.tool_format is not None and template.tool_format not in TOOL_FORMATS:
+        raise ConfigError(
+            f"{TEMPLATES_FILE}: template '{name}': unknown tool_format {template.tool_format!r}"
+        )
+    for pattern in patterns:
         if pattern.count("{content}") != 1:
             raise ConfigError(
                 f"{TEMPLATES_FILE}: template '{name}': {pattern!r} needs exactly one {{content}}"

@@ -62,7 +62,10 @@ def _generate_batch(
     device = next(model.parameters()).device
     stop_ids = template.stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
-    prompts = [template.encode_prompt(tokenizer, row["messages"][:-1], row.get("system")) for row in chunk]
+    prompts = [
+        template.encode_prompt(tokenizer, row["messages"][:-1], row.get("system"), row.get("tools"))
+        for row in chunk
+    ]
     width = max(map(len, prompts))
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)

@@ -72,6 +72,7 @@ def fetch_dataset(cfg: PipelineConfig) -> Artifact:
     """Parse and validate every row of the configured datasets once (the first bad file or row fails,
     named) and keep them as Arrow train / eval splits in FTFLOW_HOME/datasets, shared by every job
     on the same data and selection."""
+    from ftcore.data.processor import data_kind
     from ftcore.data.splits import write_splits
     from ftcore.steps.keys import dataset_fingerprints, fetch_dataset_key
 
@@ -85,7 +86,7 @@ def fetch_dataset(cfg: PipelineConfig) -> Artifact:
     if done is not None:
         return done
     with atomic_dir(out) as tmp:
-        counts = write_splits(cfg.data, dataset_dir, tmp)
+        counts = write_splits(cfg.data, dataset_dir, tmp, data_kind(cfg.train.stage))
         if not counts["train"]:
             raise ConfigError(f"data.dataset: {cfg.data.dataset} holds no training rows")
         artifact = Artifact(

@@ -78,9 +78,10 @@ def fetch_model_key(cfg: PipelineConfig) -> str:
 def dataset_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
     """{"train": fp, "eval": fp} of the rows fetch_dataset makes: each split's source files and
     selection, plus fetch_dataset's version. Cheap: files are hashed, no row is parsed."""
+    from ftcore.data.processor import data_kind
     from ftcore.data.splits import split_fingerprints
 
-    raw = split_fingerprints(cfg.data, cfg.resolve_input(cfg.data.dataset_dir))
+    raw = split_fingerprints(cfg.data, cfg.resolve_input(cfg.data.dataset_dir), data_kind(cfg.train.stage))
     return {split: step_key("fetch_dataset", {"split": split}, [raw[split]]) for split in SPLITS}
 
 

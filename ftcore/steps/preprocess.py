@@ -22,8 +22,9 @@ log = logging.getLogger("ftcore.steps")
 
 
 def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
-    """data.template when given, else the model's own (built-in marker or config.json model_type)."""
-    from ftcore.data.template import get_template
+    """data.template when given, else the model's own (built-in marker or config.json model_type);
+    with data.enable_thinking false, a reasoning template's thinking-off variant."""
+    from ftcore.data.template import get_template, list_templates
 
     name = cfg.data.template or model.metadata.get("template")
     if not name:
@@ -31,7 +32,16 @@ def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
             f"data.template is not set and no template is known for model '{model.metadata.get('ref')}': "
             "set data.template (e.g. qwen, llama3, chatml)"
         )
-    get_template(name)  # unknown names fail here, naming the template
+    template = get_template(name)  # unknown names fail here, naming the template
+    if cfg.data.enable_thinking is False and template.thinking is not None and template.thinking.enabled:
+        # LLaMA-Factory's enable_thinking: false on a reasoning template is its thinking-off variant,
+        # by name, so training, evaluation and the served chat template all agree
+        off = f"{name}_nothink"
+        if off not in list_templates():
+            raise ConfigError(
+                f"data.enable_thinking=false: template '{name}' has no thinking-off variant ('{off}')"
+            )
+        return off
     return name
 
 
@@ -43,9 +53,9 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
     """
     import datasets
 
-    from ftcore.data.processor import tokenize_split
+    from ftcore.data.processor import ProcessContext, tokenize_split
     from ftcore.data.splits import save_split
-    from ftcore.data.template import get_template
+    from ftcore.data.template import RESPONSE_ROLES, get_template
     from ftcore.modeling import load_tokenizer
 
     template_name = resolve_template(cfg, model)
@@ -61,16 +71,14 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
         return done
 
     counts = {}
+    ctx = ProcessContext(tokenizer, template, cfg.data.cutoff_len, cfg.data)
     with atomic_dir(out) as tmp:
         for split in ("train", "eval"):
             rows = datasets.load_from_disk(str(Path(dataset.path) / split))
             tokenized = tokenize_split(
                 rows,
                 cfg.train.stage,
-                tokenizer,
-                template,
-                cfg.data.cutoff_len,
-                cfg.data.train_on_prompt,
+                ctx,
                 num_proc=cfg.data.preprocessing_num_workers,
                 work_dir=tmp / f".map-{split}",
                 fingerprint=fingerprints[split][:32],
@@ -79,15 +87,19 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
                 raise DataError(
                     f"data.cutoff_len={cfg.data.cutoff_len}: none of the {len(rows)} training rows keeps a "
                     f"response token within it ({', '.join(cfg.data.dataset)}); raise cutoff_len"
+                    if cfg.train.stage != "pt"
+                    else f"data.cutoff_len={cfg.data.cutoff_len}: the {len(rows)} training rows hold fewer "
+                    f"tokens than one block ({', '.join(cfg.data.dataset)}); lower cutoff_len or add text"
                 )
             save_split(tokenized, tmp / split)
             counts[split] = len(tokenized)
             del tokenized
             shutil.rmtree(tmp / f".map-{split}", ignore_errors=True)
-            if split == "eval":
+            if split == "eval":  # the rows evaluation answers: those that end on a reference reply
                 with (tmp / "eval_rows.jsonl").open("w", encoding="utf-8") as handle:
                     for row in rows:
-                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        if cfg.train.stage != "pt" and row["messages"][-1]["role"] in RESPONSE_ROLES:
+                            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         artifact = Artifact(
             kind="tokenized",
             path=str(out),
