@@ -158,7 +158,9 @@ class RLConfig(Section):
         "gradient_accumulation_steps (LLaMA-Factory's mini-batches per experience buffer).",
     )
     ppo_target: float = Field(6.0, gt=0, description="ppo: target KL of the adaptive KL controller.")
-    ppo_score_norm: bool = Field(False, description="ppo: normalise the reward model's scores (running mean/std).")
+    ppo_score_norm: bool = Field(
+        False, description="ppo: normalise the reward model's scores (running mean/std)."
+    )
     ppo_whiten_rewards: bool = Field(False, description="ppo: whiten the per-token rewards before GAE.")
     ppo_init_kl_coef: float = Field(0.2, ge=0, description="ppo: initial KL penalty coefficient.")
     ppo_horizon: float = Field(10000.0, gt=0, description="ppo: horizon of the adaptive KL controller.")

@@ -60,8 +60,9 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     from ftcore.steps.common import JobRun
     from ftcore.train import METHODS, OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
+    from ftcore.train.rewards import with_local_reward_model
 
-    cfg = request.pipeline_config()
+    cfg = with_local_reward_model(request.pipeline_config(), Path(request.output_dir) / "reward_model")
     model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
     resume_from = Path(request.resume_from) if request.resume_from else None
     method = METHODS[cfg.train.finetuning_type]

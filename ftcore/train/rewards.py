@@ -46,7 +46,10 @@ def exact_answer(completions: list[str], reference: list[str], **kwargs: Any) ->
         found = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
         return (found.group(1) if found else text).strip()
 
-    return [1.0 if ref and answer(c) == answer(ref) else 0.0 for c, ref in zip(completions, reference, strict=True)]
+    return [
+        1.0 if ref and answer(c) == answer(ref) else 0.0
+        for c, ref in zip(completions, reference, strict=True)
+    ]
 
 
 def count_reward(text: str) -> RewardFunc:
@@ -138,3 +141,21 @@ def load_reward_model(path: str | Path, trust_remote_code: bool = False) -> Any:
     model.eval().requires_grad_(False)
     return model
 
+
+def with_local_reward_model(cfg: Any, cache: Path) -> Any:
+    """The pipeline config with train.rl.reward_model as a local folder (a models:/ URI downloaded from
+    the job's registry into `cache`); unchanged when there is no reward model."""
+    reference = cfg.train.rl.reward_model
+    if not reference:
+        return cfg
+    from ftcore.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+    local = resolve_reward_model(reference, uri, cache)
+    return cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(
+                update={"rl": cfg.train.rl.model_copy(update={"reward_model": str(local)})}
+            )
+        }
+    )

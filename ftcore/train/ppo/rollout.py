@@ -119,7 +119,9 @@ def forward(
 
 
 @torch.no_grad()
-def score(reward_model: Any, reward_tokenizer: Any | None, tokenizer: Any, rollout: Rollout, max_length: int) -> torch.Tensor:
+def score(
+    reward_model: Any, reward_tokenizer: Any | None, tokenizer: Any, rollout: Rollout, max_length: int
+) -> torch.Tensor:
     """The reward model's score of each prompt + response, one sequence at a time (padding never decides
     which token is scored). With reward_tokenizer None (same vocabulary as the policy) the sampled ids
     are scored as they are; otherwise the text is re-tokenized, which may merge tokens differently."""
@@ -135,6 +137,8 @@ def score(reward_model: Any, reward_tokenizer: Any | None, tokenizer: Any, rollo
             text = tokenizer.decode(ids, skip_special_tokens=False)
             encoded = reward_tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)
             input_ids = torch.tensor([encoded["input_ids"]])
-        logits = reward_model(input_ids=input_ids.to(device), attention_mask=torch.ones_like(input_ids).to(device))
+        logits = reward_model(
+            input_ids=input_ids.to(device), attention_mask=torch.ones_like(input_ids).to(device)
+        )
         scores.append(logits.logits[0, 0].float().cpu())
     return torch.stack(scores)

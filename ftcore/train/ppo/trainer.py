@@ -68,11 +68,15 @@ def run_ppo(
     rl = cfg.rl
     policy = model
     # LoRA: the reference is the base with the adapter off; otherwise a frozen copy taken before training
-    reference = None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).eval().requires_grad_(False)
+    reference = (
+        None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).eval().requires_grad_(False)
+    )
     device = next(policy.parameters()).device
     value_head = ValueHead(policy.config.get_text_config().hidden_size).to(device)
     reward_model = load_reward_model(rl.reward_model).to(device)
-    has_tokenizer = any((Path(rl.reward_model) / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json"))
+    has_tokenizer = any(
+        (Path(rl.reward_model) / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")
+    )
     reward_tokenizer = load_tokenizer(rl.reward_model) if has_tokenizer else None
     if reward_tokenizer is not None and reward_tokenizer.get_vocab() == tokenizer.get_vocab():
         reward_tokenizer = None  # the same vocabulary: score the sampled ids, no re-tokenization
@@ -92,7 +96,10 @@ def run_ppo(
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
-        cfg.lr_scheduler_type, optimizer, num_warmup_steps=int(cfg.warmup_ratio * updates), num_training_steps=updates
+        cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * updates),
+        num_training_steps=updates,
     )
     ppo = PPOState(rl)
     if resume_from is not None:
@@ -108,8 +115,21 @@ def run_ppo(
         step = ppo.global_step
         torch.manual_seed(cfg.seed + step)  # a resumed run samples what the uninterrupted one would
         batch = batch_prompts(prompts, step, batch_size, cfg.seed)
-        stats = ppo_step(policy, reference, value_head, reward_model, reward_tokenizer, tokenizer, batch,
-                         stop_ids, cfg, ppo, optimizer, scheduler, params)
+        stats = ppo_step(
+            policy,
+            reference,
+            value_head,
+            reward_model,
+            reward_tokenizer,
+            tokenizer,
+            batch,
+            stop_ids,
+            cfg,
+            ppo,
+            optimizer,
+            scheduler,
+            params,
+        )
         ppo.global_step = state.global_step = step + 1
         state.epoch = (step + 1) / steps_per_epoch
         window.append(stats)
@@ -198,7 +218,9 @@ def ppo_step(
         policy.train()
     device = rollout.logprobs.device
     mask = rollout.mask.to(device)
-    rewards, kl = kl_shaped_rewards(scores.to(device), rollout.logprobs, rollout.ref_logprobs, mask, ppo.kl.value)
+    rewards, kl = kl_shaped_rewards(
+        scores.to(device), rollout.logprobs, rollout.ref_logprobs, mask, ppo.kl.value
+    )
     if rl.ppo_whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = gae(rollout.values, rewards, mask, rl.ppo_gamma, rl.ppo_lam)
@@ -216,8 +238,15 @@ def ppo_step(
                 sub_mask = mask[part.to(device)]
                 logprobs, values = forward(policy, value_head, sub)
                 pg_loss, vf_loss, stats = ppo_losses(
-                    logprobs, sub.logprobs, values, sub.values, advantages[part.to(device)],
-                    returns[part.to(device)], sub_mask, rl.ppo_cliprange, rl.ppo_cliprange_value,
+                    logprobs,
+                    sub.logprobs,
+                    values,
+                    sub.values,
+                    advantages[part.to(device)],
+                    returns[part.to(device)],
+                    sub_mask,
+                    rl.ppo_cliprange,
+                    rl.ppo_cliprange_value,
                 )
                 loss = pg_loss + rl.ppo_vf_coef * vf_loss
                 (loss / len(parts)).backward()
@@ -246,8 +275,14 @@ def ppo_step(
 
 
 def save_checkpoint(
-    checkpoint_dir: Path, policy: Any, value_head: ValueHead, optimizer: Any, scheduler: Any, ppo: PPOState,
-    max_steps: int, cfg: TrainConfig,
+    checkpoint_dir: Path,
+    policy: Any,
+    value_head: ValueHead,
+    optimizer: Any,
+    scheduler: Any,
+    ppo: PPOState,
+    max_steps: int,
+    cfg: TrainConfig,
 ) -> Path:
     """checkpoint-<step>/, written to a temp folder and renamed; older ones beyond save_total_limit go."""
     from safetensors.torch import save_file
@@ -256,20 +291,32 @@ def save_checkpoint(
 
     final = checkpoint_dir / f"checkpoint-{ppo.global_step}"
     with atomic_dir(final) as tmp:
-        trainable = {n: p.detach().contiguous().clone() for n, p in policy.named_parameters() if p.requires_grad}
+        trainable = {
+            n: p.detach().contiguous().clone() for n, p in policy.named_parameters() if p.requires_grad
+        }
         save_file(trainable, str(tmp / POLICY_FILE))
         save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(tmp / VALUE_FILE))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        ppo_state = {"kl": ppo.kl.state_dict(), "moments": ppo.moments.__dict__, "global_step": ppo.global_step}
+        ppo_state = {
+            "kl": ppo.kl.state_dict(),
+            "moments": ppo.moments.__dict__,
+            "global_step": ppo.global_step,
+        }
         (tmp / STATE_FILE).write_text(json.dumps(ppo_state))
-        trainer_state = {"global_step": ppo.global_step, "max_steps": max_steps, "log_history": ppo.log_history}
+        trainer_state = {
+            "global_step": ppo.global_step,
+            "max_steps": max_steps,
+            "log_history": ppo.log_history,
+        }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     if cfg.save_total_limit:
         from ftcore.train.checkpoints import _CHECKPOINT
 
         found = sorted(
-            (int(m.group(1)), p) for p in checkpoint_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+            (int(m.group(1)), p)
+            for p in checkpoint_dir.iterdir()
+            if p.is_dir() and (m := _CHECKPOINT.match(p.name))
         )
         for _, old in found[: max(len(found) - cfg.save_total_limit, 0)]:
             shutil.rmtree(old)
