@@ -17,9 +17,9 @@ def count_e(completions: list[str], **kwargs: Any) -> list[float]:
 
 
 def build_reward_model(base: Path, out: Path, letter: str = "e") -> Path:
-    """A Qwen2ForSequenceClassification with base's tokenizer: embeddings mark tokens containing
-    `letter`, attention with zero queries averages those marks over the sequence, and the score head
-    reads the average (times 10) through the final norm: a monotone function of the letter's share."""
+    """A Qwen2ForSequenceClassification with base's tokenizer: each token's embedding carries how often
+    `letter` occurs in it, attention with zero queries averages that over the sequence, and the score
+    head reads the average (times 10) through the final norm: it grows with the letter's density."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
 
@@ -40,9 +40,10 @@ def build_reward_model(base: Path, out: Path, letter: str = "e") -> Path:
     with torch.no_grad():
         for param in model.parameters():
             param.zero_()
-        marked = [i for i in range(len(tokenizer)) if letter in tokenizer.convert_ids_to_tokens(i)]
-        model.model.embed_tokens.weight[:, 0] = 1.0
-        model.model.embed_tokens.weight[marked, 1] = 1.0
+        model.model.embed_tokens.weight[:, 0] = 10.0  # a constant that keeps the norms (nearly) linear
+        for token_id in range(len(tokenizer)):  # the mark: how often the letter is in the token
+            token = tokenizer.convert_ids_to_tokens(token_id)
+            model.model.embed_tokens.weight[token_id, 1] = token.count(letter)
         layer = model.model.layers[0]
         layer.input_layernorm.weight.fill_(1.0)
         layer.post_attention_layernorm.weight.fill_(1.0)

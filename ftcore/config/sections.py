@@ -121,10 +121,10 @@ class RLConfig(Section):
     )
     reward_funcs: NameList = Field(
         default_factory=list,
-        description="grpo: reward functions, summed with reward_weights: built-ins format (reward_format_regex "
-        "matches), length (closeness to reward_length_target tokens), exact_answer (completion equals the "
-        "reference response), count:TEXT (occurrences of TEXT), or a user function as pkg.module:function "
-        "called like TRL's reward functions (prompts, completions, completion_ids, **columns) -> list[float].",
+        description="grpo: reward functions, summed with reward_weights: built-ins format "
+        "(reward_format_regex matches), length (closeness to reward_length_target tokens), exact_answer "
+        "(completion equals the reference response), count:TEXT (occurrences of TEXT), or a user function "
+        "pkg.module:function called like TRL's (prompts, completions, completion_ids, **columns) -> floats.",
     )
     reward_weights: list[float] | None = Field(
         None, description="grpo: one weight per reward function; default 1.0 each."

@@ -24,7 +24,7 @@ def format_reward(pattern: str) -> RewardFunc:
     """1.0 when the whole completion matches `pattern` (e.g. <think>...</think><answer>...</answer>)."""
     compiled = re.compile(pattern, re.DOTALL)
 
-    def format(completions: list[str], **kwargs: Any) -> list[float]:  # noqa: A001 (TRL logs the name)
+    def format(completions: list[str], **kwargs: Any) -> list[float]:
         return [1.0 if compiled.match(text.strip()) else 0.0 for text in completions]
 
     return format

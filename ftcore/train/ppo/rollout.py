@@ -114,7 +114,8 @@ def forward(
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
     values = None
     if value_head is not None:
-        values = value_head(out.hidden_states[-1][:, start : start + length])
+        # detached: the value loss trains the head only and never pulls the policy's weights around
+        values = value_head(out.hidden_states[-1][:, start : start + length].detach())
     return logprobs, values
 
 
