@@ -52,6 +52,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
     "train": (
         "ftcore/steps/train.py",
         "ftcore/train/*.py",
+        "ftcore/train/ppo/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
     ),
