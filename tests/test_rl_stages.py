@@ -240,3 +240,15 @@ def test_example_configs_train_through_ft_and_the_flow(tmp_path: Path, name: str
     overrides[0] = f"workdir={tmp_path / 'flow'}"
     result = finetune(config, overrides=overrides)
     assert result["artifacts"]["trained"]["metadata"]["objective"] == name.split("_")[0]
+
+
+def test_unsupervised_eval_rows_get_the_reply_loss() -> None:
+    """grpo / ppo eval splits hold the prompt as input_ids and the reference reply as labels."""
+    from ftcore.evaluate.loss import as_supervised
+
+    row = as_supervised({"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [8, 9]})
+    assert row == {"input_ids": [5, 6, 7, 8, 9], "attention_mask": [1] * 5, "labels": [-100, -100, -100, 8, 9]}
+    same_length = as_supervised({"input_ids": [5, 6], "attention_mask": [1, 1], "labels": [8, 9]})
+    assert same_length["labels"] == [-100, -100, 8, 9]
+    sft = {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7]}
+    assert as_supervised(sft) is sft
