@@ -247,7 +247,7 @@ def test_unsupervised_eval_rows_get_the_reply_loss() -> None:
     from ftcore.evaluate.loss import as_supervised
 
     row = as_supervised({"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [8, 9]})
-    assert row == {"input_ids": [5, 6, 7, 8, 9], "attention_mask": [1] * 5, "labels": [-100, -100, -100, 8, 9]}
+    assert row["input_ids"] == [5, 6, 7, 8, 9] and row["labels"] == [-100, -100, -100, 8, 9]
     same_length = as_supervised({"input_ids": [5, 6], "attention_mask": [1, 1], "labels": [8, 9]})
     assert same_length["labels"] == [-100, -100, 8, 9]
     sft = {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7]}
