@@ -53,6 +53,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/steps/train.py",
         "ftcore/train/*.py",
         "ftcore/train/methods/*.py",
+        "ftcore/train/ppo/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
     ),

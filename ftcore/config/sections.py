@@ -168,12 +168,73 @@ class PrefConfig(Section):
     )
 
 
+class RLConfig(Section):
+    """Reinforcement learning settings (stage grpo / ppo); LLaMA-Factory's ppo_* names."""
+
+    reward_model: str | None = Field(
+        None,
+        description="ppo: the reward model, a folder holding a sequence-classification model (one label, "
+        "safetensors; e.g. an rm job's output) or a registry URI models:/NAME@ALIAS.",
+    )
+    reward_funcs: NameList = Field(
+        default_factory=list,
+        description="grpo: reward functions, summed with reward_weights: built-ins format "
+        "(reward_format_regex matches), length (closeness to reward_length_target tokens), exact_answer "
+        "(completion equals the reference response), count:TEXT (occurrences of TEXT), or a user function "
+        "pkg.module:function called like TRL's (prompts, completions, completion_ids, **columns) -> floats.",
+    )
+    reward_weights: list[float] | None = Field(
+        None, description="grpo: one weight per reward function; default 1.0 each."
+    )
+    reward_format_regex: str = Field(
+        r"^<think>.*?</think>\s*<answer>.*?</answer>$",
+        description="grpo `format` reward: 1.0 when the completion matches this regex (re.DOTALL), else 0.0.",
+    )
+    reward_length_target: int = Field(
+        64, gt=0, description="grpo `length` reward: 1 - |tokens - target| / target, floored at -1."
+    )
+    num_generations: int = Field(
+        4,
+        gt=1,
+        description="grpo: completions sampled per prompt (the group); the batch size times gradient "
+        "accumulation must be a multiple of it.",
+    )
+    grpo_beta: float = Field(
+        0.0, ge=0.0, description="grpo: KL coefficient against the reference (0: no reference model)."
+    )
+    grpo_epsilon: float = Field(0.2, gt=0, description="grpo: clipping range of the policy ratio.")
+    max_new_tokens: int = Field(32, gt=0, description="Tokens generated per completion (grpo and ppo).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="Nucleus sampling of the rollouts.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling of the rollouts (0: off).")
+    ppo_epochs: int = Field(4, gt=0, description="ppo: optimisation epochs over each batch of rollouts.")
+    ppo_buffer_size: int = Field(
+        1,
+        gt=0,
+        description="ppo: rollouts per PPO step, in units of per_device_train_batch_size x "
+        "gradient_accumulation_steps (LLaMA-Factory's mini-batches per experience buffer).",
+    )
+    ppo_target: float = Field(6.0, gt=0, description="ppo: target KL of the adaptive KL controller.")
+    ppo_score_norm: bool = Field(
+        False, description="ppo: normalise the reward model's scores (running mean/std)."
+    )
+    ppo_whiten_rewards: bool = Field(False, description="ppo: whiten the per-token rewards before GAE.")
+    ppo_init_kl_coef: float = Field(0.2, ge=0, description="ppo: initial KL penalty coefficient.")
+    ppo_horizon: float = Field(10000.0, gt=0, description="ppo: horizon of the adaptive KL controller.")
+    ppo_gamma: float = Field(1.0, ge=0, le=1.0, description="ppo: discount factor of GAE.")
+    ppo_lam: float = Field(0.95, ge=0, le=1.0, description="ppo: lambda of GAE.")
+    ppo_cliprange: float = Field(0.2, gt=0, description="ppo: clipping range of the policy ratio.")
+    ppo_cliprange_value: float = Field(0.2, gt=0, description="ppo: clipping range of the value update.")
+    ppo_vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
+
+
 class TrainConfig(Section):
-    stage: Literal["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo"] = Field(
+    stage: Literal["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo", "grpo", "ppo"] = Field(
         "sft",
         description="Training objective (LLaMA-Factory's `stage`). sft: supervised fine-tuning; pt: "
         "continued pre-training on plain text (causal-LM loss on cutoff_len blocks); rm: reward model "
-        "(pairwise); dpo, kto, orpo, simpo: preference optimization (settings in train.pref).",
+        "(pairwise); dpo, kto, orpo, simpo: preference optimization (settings in train.pref); grpo: group "
+        "relative policy optimisation with reward functions; ppo: PPO against a reward model (train.rl).",
     )
     finetuning_type: Literal["lora", "freeze", "full"] = Field(
         "lora",
@@ -238,6 +299,22 @@ class TrainConfig(Section):
         "(offline unless WANDB_MODE says otherwise), swanlab (local unless SWANLAB_MODE says otherwise); "
         "all; or none. The integrations write into the train step's folder.",
     )
+    rl: RLConfig = Field(default_factory=RLConfig, description="grpo / ppo settings: rewards, rollouts, PPO.")
+
+    @model_validator(mode="after")
+    def _rl_needs_rewards(self) -> TrainConfig:
+        """A reward-driven stage without rewards would train on nothing: refuse before any heavy work."""
+        if self.stage == "ppo" and not self.rl.reward_model:
+            raise ValueError("train.stage: ppo needs train.rl.reward_model (a folder or models:/NAME@ALIAS)")
+        if self.stage == "grpo" and not self.rl.reward_funcs:
+            raise ValueError("train.stage: grpo needs train.rl.reward_funcs (e.g. [format, length])")
+        weights = self.rl.reward_weights
+        if weights is not None and len(weights) != len(self.rl.reward_funcs):
+            raise ValueError(
+                f"train.rl.reward_weights has {len(weights)} values for {len(self.rl.reward_funcs)} "
+                "train.rl.reward_funcs"
+            )
+        return self
 
     @model_validator(mode="after")
     def _method_combinations(self) -> TrainConfig:

@@ -52,7 +52,7 @@ def eval_loss(
             )
             head = None
         for index, start in enumerate(range(0, len(dataset), batch_size)):
-            rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            rows = [as_supervised(dataset[i]) for i in range(start, min(start + batch_size, len(dataset)))]
             batch = {k: v.to(device) for k, v in collate(rows).items()}
             labels = batch["labels"][:, 1:]
             if head is not None:
@@ -66,6 +66,20 @@ def eval_loss(
         return {}
     loss = total_loss / total_tokens
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": float(total_tokens)}
+
+
+def as_supervised(row: dict[str, Any]) -> dict[str, Any]:
+    """An "unsupervised" row (grpo / ppo: the prompt as input_ids, the reference reply as labels) as a
+    supervised one, prompt + reply with the prompt masked, so its loss is the sft-style reply loss.
+    Rows whose labels already align with input_ids pass unchanged."""
+    prompt, reply = list(row["input_ids"]), list(row.get("labels") or [])
+    if len(reply) == len(prompt) and all(lab in (-100, tok) for lab, tok in zip(reply, prompt, strict=True)):
+        return row
+    return {
+        "input_ids": prompt + reply,
+        "attention_mask": [1] * (len(prompt) + len(reply)),
+        "labels": [-100] * len(prompt) + reply,
+    }
 
 
 def _full_loss_sum(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> float:

@@ -9,7 +9,12 @@ from pathlib import Path
 from ftcore.errors import ConfigError
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+_WEIGHTS = (
+    "adapter_model.safetensors",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "policy.safetensors",
+)
 
 
 def is_complete_checkpoint(path: Path) -> bool:

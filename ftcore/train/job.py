@@ -63,9 +63,10 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     from ftcore.train import HEADS, OBJECTIVES
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
     from ftcore.train.methods import method_for
+    from ftcore.train.rewards import with_local_reward_model
     from ftcore.train.trackers import tracker_callbacks, tracker_environment
 
-    cfg = request.pipeline_config()
+    cfg = with_local_reward_model(request.pipeline_config(), Path(request.output_dir) / "reward_model")
     model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
     resume_from = Path(request.resume_from) if request.resume_from else None
     method = method_for(cfg)

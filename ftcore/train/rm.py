@@ -28,7 +28,8 @@ def run_rm(
     """Train the score-head model in place; returns metrics and log history like every objective."""
     from trl import RewardConfig, RewardTrainer
 
-    from ftcore.train.pref import train_and_collect, trainer_kwargs, trl_args, without_printer
+    from ftcore.train.pref import trl_args
+    from ftcore.train.trainers import train_and_collect, trainer_kwargs, without_printer
 
     class Trainer(RewardTrainer):
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
