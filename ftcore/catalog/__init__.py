@@ -38,7 +38,8 @@ class CatalogModel:
 @functools.cache
 def load_catalog() -> dict[str, CatalogModel]:
     """Every catalogue entry by name, in file order."""
-    raw = yaml.safe_load(CATALOG_FILE.read_text(encoding="utf-8")) or {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~5x faster on 700 entries
+    raw = yaml.load(CATALOG_FILE.read_text(encoding="utf-8"), Loader=loader) or {}  # a safe loader
     return {
         name: CatalogModel(
             name=name,
