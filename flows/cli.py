@@ -17,6 +17,7 @@ ft serve TARGET [options]       OpenAI-compatible server: a config, models:/NAME
 ft serve TARGET --follow        serve the champion; restart blue/green when it moves (serve flow)
 ft chat URL [--model M]         chat with a server from the terminal
 ft env install NAME | list      side virtualenvs for vLLM and the quantizers
+ft models [--family F] [--tag T] [--search S]   the model catalogue (names for model.name_or_path)
 ft doctor [CFG]                 check packages, device, Prefect / MLflow servers, caches, disk
 ft deploy CFG [--cron C] [...]  register a scheduled deployment on the Prefect server (work pool)
 ft trigger FLOW/NAME [k=v ...]  start a deployed run with overrides [--wait]
@@ -34,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import env_cli, ops_cli, promote_cli
+from flows import env_cli, models_cli, ops_cli, promote_cli
 from ftcore.errors import FtflowError
 
 EXAMPLES = (
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)  # ft serve, ft chat
     env_cli.add_parsers(sub)
+    models_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
     return parser
 
@@ -188,6 +190,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ops_cli.COMMANDS:
         _quiet_libraries()
         return ops_cli.handle(args)
+    if args.command in models_cli.COMMANDS:
+        return models_cli.handle(args)
     if args.command == "env":
         _ftcore_to_stderr()
         return env_cli.handle(args)

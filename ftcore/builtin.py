@@ -34,6 +34,19 @@ LLAMA3_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# Mistral Nemo's "tekken" tokenizer (tiktoken-style byte-level BPE): cased words split, digits one by one.
+TEKKEN_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+ASSETS = Path(__file__).parent / "builtin_assets"  # official Jinja files, sources in its README.md
+
+
+def _official(name: str) -> str:
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
 # Official chat templates (Qwen2-Instruct, Meta-Llama-3-Instruct), verbatim (templates qwen2, llama3).
 QWEN2_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -124,6 +137,88 @@ BUILTINS: dict[str, BuiltinSpec] = {
         pad="<|finetune_right_pad_id|>",
         stop_tokens=["<|eot_id|>", "<|end_of_text|>"],
         config={**_COMMON, "tie_word_embeddings": False, "rope_theta": 500000.0},
+    ),
+    # Mistral-Nemo-Instruct-2407: tekken tokenizer, [INST] control tokens, no system turn of its own.
+    "tiny-mistral": BuiltinSpec(
+        model_type="mistral",
+        template="ministral",
+        split_regex=TEKKEN_SPLIT,
+        chat_template=_official("mistral-nemo-instruct-2407.jinja"),
+        special_tokens=[
+            "<unk>",
+            "<s>",
+            "</s>",
+            "[INST]",
+            "[/INST]",
+            "[AVAILABLE_TOOLS]",
+            "[/AVAILABLE_TOOLS]",
+            "[TOOL_RESULTS]",
+            "[/TOOL_RESULTS]",
+            "[TOOL_CALLS]",
+            "<pad>",
+            "[PREFIX]",
+            "[MIDDLE]",
+            "[SUFFIX]",
+        ],
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        stop_tokens=["</s>"],
+        config={**_COMMON, "head_dim": 32, "tie_word_embeddings": False, "rope_theta": 1000000.0},
+    ),
+    # gemma-2-it. Gemma's SentencePiece (no dummy prefix, digits split) stands in as byte-level BPE
+    # with the same splits; its turns, bos and the tied, softcapped model are the real ones.
+    "tiny-gemma2": BuiltinSpec(
+        model_type="gemma2",
+        template="gemma2",
+        split_regex=QWEN2_SPLIT,
+        chat_template=_official("gemma-2-it.jinja"),
+        special_tokens=["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
+        bos="<bos>",
+        eos="<eos>",
+        pad="<pad>",
+        stop_tokens=["<end_of_turn>", "<eos>"],
+        config={
+            **_COMMON,
+            "head_dim": 32,
+            "query_pre_attn_scalar": 32,
+            "sliding_window": 256,
+            "tie_word_embeddings": True,
+        },
+    ),
+    # Phi-4 (model_type phi3, fused qkv / gate_up projections): cl100k-style tokenizer, <|im_sep|>.
+    "tiny-phi3": BuiltinSpec(
+        model_type="phi3",
+        template="phi4",
+        split_regex=LLAMA3_SPLIT,
+        chat_template=_official("phi-4.jinja"),
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>", "<|dummy_85|>"],
+        bos="<|endoftext|>",
+        eos="<|im_end|>",
+        pad="<|dummy_85|>",
+        stop_tokens=["<|im_end|>", "<|endoftext|>"],
+        config={**_COMMON, "tie_word_embeddings": False, "rope_theta": 250000.0},
+    ),
+    # Qwen1.5-MoE-A2.7B-Chat: routed experts plus a gated shared expert, the Qwen1.5 / Qwen2 template.
+    "tiny-qwen2-moe": BuiltinSpec(
+        model_type="qwen2_moe",
+        template="qwen2",
+        split_regex=QWEN2_SPLIT,
+        chat_template=QWEN2_CHAT_TEMPLATE,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        stop_tokens=["<|im_end|>", "<|endoftext|>"],
+        config={
+            **_COMMON,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 64,
+            "shared_expert_intermediate_size": 128,
+            "tie_word_embeddings": False,
+            "rope_theta": 1000000.0,
+        },
     ),
 }
 

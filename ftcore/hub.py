@@ -1,9 +1,10 @@
 """Model references -> local directories.
 
 References: a local path, `hf:org/name[@revision]` (Hugging Face Hub, honouring HF_HOME /
-HF_HUB_CACHE), `ms:org/name[@revision]` (ModelScope) and `builtin:NAME`. The local cache is tried
-first; an unreachable hub fails at once with an error that names the model and says how to get it
-onto this machine, instead of the hub clients' 20-second retry loops.
+HF_HUB_CACHE), `ms:org/name[@revision]` (ModelScope), `builtin:NAME` and a catalogue name
+(`Qwen2.5-0.5B-Instruct`, see ftcore.catalog) that `expand_ref` turns into an hf: or ms: reference.
+The local cache is tried first; an unreachable hub fails at once with an error that names the model
+and says how to get it onto this machine, instead of the hub clients' 20-second retry loops.
 """
 
 from __future__ import annotations
@@ -46,8 +47,49 @@ def parse_ref(ref: str, revision: str | None = None) -> tuple[str, str, str | No
     return "local", ref, revision
 
 
-def resolve_model(ref: str, revision: str | None = None, cache_dir: str | None = None) -> ResolvedModel:
+def hub_choice(hub: str | None = None) -> str:
+    """huggingface | modelscope: `hub` when given, else modelscope when USE_MODELSCOPE_HUB is set
+    (LLaMA-Factory's switch), else huggingface."""
+    if hub:
+        return hub
+    return "modelscope" if _offline_flag("USE_MODELSCOPE_HUB") else "huggingface"
+
+
+def expand_ref(ref: str, hub: str | None = None) -> str:
+    """A catalogue name as an hf: / ms: reference on the chosen hub (see hub_choice); any other
+    reference (prefixed, or an existing local path) unchanged."""
+    from ftcore.catalog import find_model
+
+    if ref.startswith(("hf:", "ms:", "builtin:")) or Path(ref).expanduser().exists():
+        return ref
+    entry = find_model(ref)
+    if entry is None:
+        return ref
+    chosen = hub_choice(hub)
+    repo = entry.repo(chosen)
+    if not repo:
+        other = "modelscope" if chosen == "huggingface" else "huggingface"
+        raise ModelNotAvailableError(
+            f"model '{ref}' is not published on {chosen} (catalogue entry {entry.name}); "
+            f"set model.hub: {other}"
+        )
+    return ("hf:" if chosen == "huggingface" else "ms:") + repo
+
+
+def _unknown_name_hint(name: str) -> str:
+    from ftcore.catalog import suggest
+
+    close = suggest(name)
+    if not close:
+        return ""
+    return f"; did you mean a catalogue model: {', '.join(close)}? (`ft models --search ...` lists them)"
+
+
+def resolve_model(
+    ref: str, revision: str | None = None, cache_dir: str | None = None, hub: str | None = None
+) -> ResolvedModel:
     """Local directory for a model reference, downloading only when a hub is reachable."""
+    ref = expand_ref(ref, hub)
     source, name, rev = parse_ref(ref, revision)
     if source == "builtin":
         return ResolvedModel(ref, source, ensure_builtin(name), f"builtin-v{BUILTIN_VERSION}")
@@ -56,7 +98,8 @@ def resolve_model(ref: str, revision: str | None = None, cache_dir: str | None =
         if not (path / "config.json").is_file():
             raise ModelNotAvailableError(
                 f"model '{ref}': {path} is not a model directory (no config.json). Use a local path, "
-                "hf:org/name, ms:org/name or builtin:tiny-qwen2"
+                "hf:org/name, ms:org/name, a catalogue name (`ft models`) or builtin:tiny-qwen2"
+                + ("" if path.exists() else _unknown_name_hint(name))
             )
         resolved = ResolvedModel(ref, source, path.resolve(), None)
     elif source == "hf":

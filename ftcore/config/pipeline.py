@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ftcore.config.sections import (
     DataConfig,
@@ -39,6 +39,25 @@ class PipelineConfig(Section):
     base_dir: str | None = Field(
         None, description="Folder of the config file, for input paths.", exclude=True
     )
+
+    @model_validator(mode="after")
+    def _expand_catalog_name(self) -> PipelineConfig:
+        """A catalogue model name becomes its hub reference, and its template the default
+        data.template (when ftflow has that template), before any step keys the config."""
+        from ftcore.catalog import find_model
+        from ftcore.hub import expand_ref
+
+        ref = self.model.name_or_path
+        expanded = expand_ref(ref, self.model.hub)
+        if expanded != ref:
+            entry = find_model(ref)
+            self.model.name_or_path = expanded
+            if self.data.template is None and entry is not None and entry.template:
+                from ftcore.data.template import list_templates
+
+                if entry.template in list_templates():
+                    self.data.template = entry.template
+        return self
 
     def resolve_path(self, value: str | Path) -> Path:
         """Absolute path of an output location: relative to the current folder, as in LLaMA-Factory."""

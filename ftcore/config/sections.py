@@ -26,7 +26,8 @@ class ModelConfig(Section):
     name_or_path: str = Field(
         "builtin:tiny-qwen2",
         description="Model reference: a local path, hf:org/name[@revision], ms:org/name[@revision] "
-        "(ModelScope) or builtin:NAME (tiny random models built locally, for tests and the quickstart).",
+        "(ModelScope), a catalogue name (`ft models`; becomes hf: or ms: by model.hub) or builtin:NAME "
+        "(tiny random models built locally, for tests and the quickstart).",
     )
     revision: str | None = Field(
         None, description="Hub revision (branch, tag or commit); overrides an @revision in the reference."
@@ -39,6 +40,11 @@ class ModelConfig(Section):
     )
     cache_dir: str | None = Field(
         None, description="Where hub downloads live; defaults to HF_HUB_CACHE / MODELSCOPE_CACHE."
+    )
+    hub: Literal["huggingface", "modelscope"] | None = Field(
+        None,
+        description="Hub a catalogue name (`ft models`, e.g. Qwen2.5-0.5B-Instruct) resolves to; "
+        "default huggingface, or modelscope when USE_MODELSCOPE_HUB=1.",
     )
 
 

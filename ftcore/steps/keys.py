@@ -72,7 +72,8 @@ def fetch_model_key(cfg: PipelineConfig) -> str:
             for p in sorted(Path(name).rglob("*"))
             if p.is_file()
         ]
-    return step_key("fetch_model", section(cfg.model, {"adapter_name_or_path"}), files)
+    # model.hub is already in name_or_path (a catalogue name became hf: or ms:), so it is not keyed
+    return step_key("fetch_model", section(cfg.model, {"adapter_name_or_path", "hub"}), files)
 
 
 def dataset_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
