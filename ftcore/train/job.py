@@ -50,25 +50,28 @@ class TrainRequest(BaseModel):
         return PipelineConfig.model_validate(self.config)
 
 
-def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None) -> Artifact:
-    """Train as the request says; writes <output_dir>/model and then the manifest, returns it."""
+def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None) -> Artifact | None:
+    """Train as the request says; writes <output_dir>/model and then the manifest, returns it. In a
+    torchrun group every rank trains; rank 0 alone tracks, saves and returns the manifest (others: None)."""
     import datasets
     from transformers import set_seed
 
     from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
     from ftcore.steps.common import JobRun
-    from ftcore.train import METHODS, OBJECTIVES
+    from ftcore.train import METHODS, OBJECTIVES, distributed
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
 
     cfg = request.pipeline_config()
     model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
     resume_from = Path(request.resume_from) if request.resume_from else None
     method = METHODS[cfg.train.finetuning_type]
+    cfg.train.distributed = distributed.worker_settings(cfg)  # env applied, DeepSpeed / FSDP files read
+    main = distributed.is_main()
 
     opened = (
         JobRun.for_key(cfg, key, {"ftflow.objective": cfg.train.stage})
-        if "mlflow" in cfg.train.report_to
+        if main and "mlflow" in cfg.train.report_to
         else contextlib.nullcontext()
     )
     with opened as tracking:  # the run ends FINISHED, FAILED or KILLED, however training ends
@@ -83,8 +86,17 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         result = OBJECTIVES[cfg.train.stage](
             prepared, tokenizer, train_set, cfg.train, out / "checkpoints", resume_from, callbacks, method
         )
+        final = distributed.model_to_save(  # FSDP: every rank takes part in gathering the weights
+            result["model"],
+            lambda: method.prepare(
+                method.load(model.path, cfg.train, cfg.model.trust_remote_code), cfg.train
+            ),
+        )
+        if final is None:  # not rank 0: nothing to write
+            distributed.barrier()
+            return None
         with atomic_dir(out / "model") as tmp:
-            method.save(result["model"], tmp, saved_dtype(model.path))
+            method.save(final, tmp, saved_dtype(model.path))
             # the template it was trained with, as its chat_template, and its stop tokens as eos
             apply_template(get_template(data.metadata["template"]), tmp, tokenizer)
             (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
@@ -122,4 +134,5 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         },
     )
     write_manifest(out, artifact)
+    distributed.barrier()  # the group ends once the manifest is there (other nodes read it)
     return artifact

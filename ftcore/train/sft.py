@@ -21,6 +21,8 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingM
     import torch
     from transformers import TrainingArguments
 
+    from ftcore.train.distributed import training_args
+
     bf16 = resolve_bf16(cfg)
     use_cpu = not torch.cuda.is_available()
     return TrainingArguments(
@@ -49,6 +51,7 @@ def training_arguments(cfg: TrainConfig, checkpoint_dir: Path, method: TrainingM
         remove_unused_columns=False,
         dataloader_num_workers=0,
         **method.optimizer_args(cfg, use_cpu),
+        **training_args(cfg, use_cpu),  # many processes: gloo on CPU, DeepSpeed / FSDP
     )
 
 

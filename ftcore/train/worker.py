@@ -4,8 +4,10 @@ Started by the train step (ftcore.train.launch). Its log records go to stdout as
 line, which the parent re-emits on its own `ftcore` loggers; anything else a library prints passes
 through as plain text. On failure it writes the exception's class and message to <error.json>, so
 the parent raises the same FtflowError (a bad input is not retried) or a crash error with the tail.
-It exits when the parent dies, and turns SIGTERM into a clean stop (the MLflow run is marked KILLED;
-the last complete checkpoint stays for the next resume).
+Under torchrun every rank runs this same module (rank 0 logs at INFO, the others at WARNING) and
+watches its launcher instead of the train step. It exits when the parent dies, and turns SIGTERM
+into a clean stop (the MLflow run is marked KILLED; the last complete checkpoint stays for the next
+resume).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def _setup_logging() -> None:
     handler.setFormatter(_RecordFormatter())
     root = logging.getLogger("ftcore")
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    # in a torchrun group rank 0 tells the story; the others only report problems
+    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
     root.propagate = False
 
 
@@ -70,6 +73,8 @@ def main(argv: list[str]) -> int:
     request_path, error_path = Path(argv[0]), Path(argv[1])
     signal.signal(signal.SIGTERM, _stop)
     parent = os.environ.get("FTFLOW_TRAIN_PARENT")
+    if "LOCAL_RANK" in os.environ:  # started by torchrun / accelerate: live and die with that launcher
+        parent = str(os.getppid())
     if parent:
         _die_with_parent(int(parent))
     _setup_logging()

@@ -1,0 +1,230 @@
+"""Many training processes: the resolved `train.distributed` settings, their config-time checks, the
+TrainingArguments they add, and what only rank 0 does.
+
+torchrun / accelerate start one worker per process (ftcore.train.launch.worker_command); every rank
+runs the same ftcore.train.job.run_training. Ranks find themselves through torchrun's environment
+(RANK, WORLD_SIZE, LOCAL_RANK); rank 0 alone opens the MLflow run and writes the model and manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ftcore.config.pipeline import PipelineConfig
+from ftcore.config.sections import DistributedConfig, TrainConfig
+from ftcore.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout: configs/deepspeed, configs/fsdp
+
+# LLaMA-Factory's environment variables -> train.distributed fields (they win over the YAML, as there)
+ENV_FIELDS = {
+    "NPROC_PER_NODE": "nproc_per_node",
+    "NNODES": "nnodes",
+    "NODE_RANK": "node_rank",
+    "MASTER_ADDR": "master_addr",
+    "MASTER_PORT": "master_port",
+}
+
+# Optimizer options that update one layer at a time inside backward hooks: they cannot work with
+# gradients averaged across processes (LLaMA-Factory refuses the same). (section, field, LF key)
+SINGLE_PROCESS_OPTIONS = (
+    ("galore", "layerwise", "galore_layerwise"),
+    ("apollo", "layerwise", "apollo_layerwise"),
+)
+
+
+def resolve_distributed(d: DistributedConfig, env: Mapping[str, str] | None = None) -> DistributedConfig:
+    """The settings with LLaMA-Factory's environment variables applied: FORCE_TORCHRUN=1 picks torchrun,
+    NPROC_PER_NODE / NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT set those fields."""
+    env = os.environ if env is None else env
+    values = d.model_dump()
+    for var, field in ENV_FIELDS.items():
+        if env.get(var):
+            values[field] = env[var]
+    if env.get("FORCE_TORCHRUN", "").strip().lower() in ("1", "true", "yes") and values["launcher"] == "none":
+        values["launcher"] = "torchrun"
+    try:
+        return DistributedConfig.model_validate(values)
+    except ValueError as exc:
+        raise ConfigError(f"train.distributed (with its environment variables): {exc}") from None
+
+
+def world_size_of(d: DistributedConfig) -> int:
+    """How many processes train: 1 unless a launcher starts nproc_per_node x nnodes."""
+    return 1 if d.launcher == "none" else d.nproc_per_node * d.nnodes
+
+
+def find_file(cfg: PipelineConfig, value: str, field: str) -> Path:
+    """A config file named by `field`: as given (current folder, then the YAML's folder), else the one
+    ftflow ships under the same relative path (configs/deepspeed/..., configs/fsdp/...)."""
+    path = cfg.resolve_input(value)
+    if not path.is_file() and not Path(value).is_absolute() and (ROOT / value).is_file():
+        path = ROOT / value
+    if not path.is_file():
+        raise ConfigError(f"train.distributed.{field}: config file {path} does not exist")
+    return path
+
+
+def sharding(cfg: PipelineConfig) -> dict[str, Any]:
+    """The TrainingArguments that shard the model (deepspeed as a dict; fsdp + fsdp_config), read from
+    their files: what the train key holds, so editing a file retrains, and what the worker passes on."""
+    d = cfg.train.distributed
+    if d.deepspeed:
+        path = find_file(cfg, d.deepspeed, "deepspeed")
+        try:
+            config = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"train.distributed.deepspeed: {path} is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"train.distributed.deepspeed: {path} must hold a JSON object")
+        return {"deepspeed": config}
+    if d.fsdp:
+        if d.fsdp.endswith((".yaml", ".yml", ".json")):
+            import yaml
+
+            path = find_file(cfg, d.fsdp, "fsdp")
+            try:
+                loaded = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"train.distributed.fsdp: {path} is not valid YAML: {exc}") from None
+            if not isinstance(loaded, dict) or not isinstance(loaded.get("fsdp"), str):
+                raise ConfigError(
+                    f"train.distributed.fsdp: {path} must map `fsdp` to an option string "
+                    "(e.g. 'full_shard auto_wrap') and may hold an `fsdp_config` mapping"
+                )
+            return {"fsdp": loaded["fsdp"], "fsdp_config": dict(loaded.get("fsdp_config") or {})}
+        return {"fsdp": d.fsdp, "fsdp_config": dict(d.fsdp_config or {})}
+    return {}
+
+
+def check_distributed(cfg: PipelineConfig) -> None:
+    """Config-time errors (preflight): files that are missing or malformed, options that need one
+    process, DeepSpeed without the GPU it needs."""
+    d = resolve_distributed(cfg.train.distributed)
+    args = sharding(cfg)
+    if (d.deepspeed or d.fsdp) and d.launcher == "none":
+        field = "deepspeed" if d.deepspeed else "fsdp"
+        raise ConfigError(
+            f"train.distributed.{field} needs a launcher: set train.distributed.launcher to torchrun or "
+            "accelerate (or FORCE_TORCHRUN=1)"
+        )
+    if world_size_of(d) > 1:
+        for section, field, lf_key in SINGLE_PROCESS_OPTIONS:
+            if getattr(getattr(cfg.train, section, None), field, False):
+                raise ConfigError(
+                    f"train.{section}.{field} ({lf_key}) updates layers inside backward and cannot train "
+                    f"with train.distributed.nproc_per_node={d.nproc_per_node} x nnodes={d.nnodes}; use "
+                    f"one process or turn {lf_key} off"
+                )
+    if "deepspeed" in args:
+        check_deepspeed_runs()
+
+
+def check_deepspeed_runs() -> None:
+    """DeepSpeed's CPU accelerator needs Intel's oneCCL bindings and its C++ ops, which this CPU-only
+    build lacks; say so at config time instead of failing inside the launch."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    raise ConfigError(
+        "train.distributed.deepspeed: DeepSpeed needs a CUDA GPU here (its CPU accelerator needs "
+        "intel_extension_for_pytorch / oneccl_bindings_for_pytorch, not installed); on CPU use "
+        "train.distributed.fsdp or plain DDP (launcher: torchrun without deepspeed)"
+    )
+
+
+def worker_settings(cfg: PipelineConfig) -> DistributedConfig:
+    """What the worker trains with: the environment applied, the DeepSpeed file as an absolute path and
+    an FSDP file expanded into fsdp + fsdp_config, so TrainingArguments needs no file lookups."""
+    d = resolve_distributed(cfg.train.distributed)
+    args = sharding(cfg)
+    if d.deepspeed:
+        return d.model_copy(update={"deepspeed": str(find_file(cfg, d.deepspeed, "deepspeed"))})
+    if d.fsdp:
+        return d.model_copy(update={"fsdp": args["fsdp"], "fsdp_config": args["fsdp_config"]})
+    return d
+
+
+def training_args(cfg: TrainConfig, use_cpu: bool) -> dict[str, Any]:
+    """TrainingArguments fields for many processes (empty for one plain process): gloo on CPU, the
+    collective timeout, DeepSpeed / FSDP as worker_settings resolved them. Every objective that
+    builds TrainingArguments (or a TRL config) adds these."""
+    d = cfg.distributed
+    if world_size() == 1 and not (d.deepspeed or d.fsdp):
+        return {}
+    # every trainable weight is used in each forward, so DDP skips its unused-parameter search
+    args: dict[str, Any] = {"ddp_timeout": d.ddp_timeout, "ddp_find_unused_parameters": False}
+    if use_cpu:
+        args["ddp_backend"] = "gloo"
+    if d.deepspeed:
+        args["deepspeed"] = d.deepspeed
+    if d.fsdp:
+        args["fsdp"] = d.fsdp
+        args["fsdp_config"] = dict(d.fsdp_config or {})
+    return args
+
+
+def rank() -> int:
+    """This process's global rank (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """Processes in the group (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    """Rank 0: the process that tracks, saves and writes the manifest."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def is_sharded(model: Any) -> bool:
+    """FSDP (1 or 2) holds only a shard of each weight per rank: saving needs a gather first."""
+    import torch
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        return True
+    dtensor = getattr(torch.distributed.tensor, "DTensor", None)
+    return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
+
+
+def model_to_save(model: Any, rebuild: Callable[[], Any]) -> Any | None:
+    """Every rank calls this after training. Rank 0 gets a plain model with the full trained weights
+    (DDP: the model itself; FSDP: a fresh `rebuild()` loaded from the gathered full state dict);
+    the other ranks get None."""
+    if world_size() == 1:
+        return model
+    if not is_sharded(model):
+        return model if is_main() else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not is_main():
+        return None
+    fresh = rebuild()
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    if unexpected or [name for name in missing if "lora_" in name or not _frozen(fresh, name)]:
+        raise RuntimeError(
+            f"FSDP state dict does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    return fresh
+
+
+def _frozen(model: Any, name: str) -> bool:
+    param = dict(model.named_parameters()).get(name)
+    return param is not None and not param.requires_grad
