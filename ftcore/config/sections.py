@@ -125,10 +125,10 @@ class DistributedConfig(Section):
         description="DeepSpeed JSON config file (LLaMA-Factory's `deepspeed`), e.g. "
         "configs/deepspeed/ds_z2_config.json; needs a CUDA GPU (DeepSpeed does not train on this CPU build).",
     )
-    fsdp: str | None = Field(
+    fsdp: bool | str | None = Field(
         None,
-        description="FSDP: a YAML/JSON file from configs/fsdp/ (fsdp options + fsdp_config), or the "
-        "transformers option string itself, e.g. 'full_shard auto_wrap'.",
+        description="FSDP (PyTorch FSDP2): true, a YAML/JSON file from configs/fsdp/ (fsdp + fsdp_config), "
+        "or transformers' option string, e.g. 'full_shard auto_wrap' (offload: parameters on the CPU).",
     )
     fsdp_config: dict[str, Any] | None = Field(
         None, description="transformers' fsdp_config dict when `fsdp` is an option string."

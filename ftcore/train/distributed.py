@@ -9,6 +9,7 @@ runs the same ftcore.train.job.run_training. Ranks find themselves through torch
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from ftcore.config.pipeline import PipelineConfig
 from ftcore.config.sections import DistributedConfig, TrainConfig
 from ftcore.errors import ConfigError
+
+log = logging.getLogger("ftcore.train")
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout: configs/deepspeed, configs/fsdp
 
@@ -83,22 +86,47 @@ def sharding(cfg: PipelineConfig) -> dict[str, Any]:
             raise ConfigError(f"train.distributed.deepspeed: {path} must hold a JSON object")
         return {"deepspeed": config}
     if d.fsdp:
-        if d.fsdp.endswith((".yaml", ".yml", ".json")):
-            import yaml
-
-            path = find_file(cfg, d.fsdp, "fsdp")
-            try:
-                loaded = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"train.distributed.fsdp: {path} is not valid YAML: {exc}") from None
-            if not isinstance(loaded, dict) or not isinstance(loaded.get("fsdp"), str):
-                raise ConfigError(
-                    f"train.distributed.fsdp: {path} must map `fsdp` to an option string "
-                    "(e.g. 'full_shard auto_wrap') and may hold an `fsdp_config` mapping"
-                )
-            return {"fsdp": loaded["fsdp"], "fsdp_config": dict(loaded.get("fsdp_config") or {})}
-        return {"fsdp": d.fsdp, "fsdp_config": dict(d.fsdp_config or {})}
+        options, config = d.fsdp, dict(d.fsdp_config or {})
+        if isinstance(options, str) and options.endswith((".yaml", ".yml", ".json")):
+            options, config = _fsdp_file(find_file(cfg, options, "fsdp"))
+        return {"fsdp": True, "fsdp_config": fsdp_config(options, config)}
     return {}
+
+
+def _fsdp_file(path: Path) -> tuple[bool | str, dict[str, Any]]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"train.distributed.fsdp: {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("fsdp"), (bool, str)):
+        raise ConfigError(
+            f"train.distributed.fsdp: {path} must set `fsdp` (true or an option string such as "
+            "'full_shard auto_wrap') and may hold an `fsdp_config` mapping"
+        )
+    extra = loaded.get("fsdp_config") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"train.distributed.fsdp: {path}: fsdp_config must be a mapping")
+    return loaded["fsdp"], dict(extra)
+
+
+def fsdp_config(options: bool | str, config: dict[str, Any]) -> dict[str, Any]:
+    """transformers' fsdp_config for FSDP2, with LLaMA-Factory's option string ('full_shard auto_wrap
+    offload') translated as transformers does (it deprecates the string form)."""
+    config = {key.removeprefix("fsdp_"): value for key, value in config.items()}
+    words = options.split() if isinstance(options, str) else []
+    for word in words:
+        if word in ("full_shard", "shard_grad_op"):
+            config.setdefault("reshard_after_forward", word == "full_shard")
+        elif word == "offload":
+            config.setdefault("cpu_offload", True)
+        elif word != "auto_wrap":  # auto_wrap: transformer layers are wrapped by default
+            raise ConfigError(
+                f"train.distributed.fsdp: option '{word}' is not supported by FSDP2; use full_shard, "
+                "shard_grad_op, offload and auto_wrap"
+            )
+    return config
 
 
 def check_distributed(cfg: PipelineConfig) -> None:
@@ -146,7 +174,7 @@ def worker_settings(cfg: PipelineConfig) -> DistributedConfig:
     if d.deepspeed:
         return d.model_copy(update={"deepspeed": str(find_file(cfg, d.deepspeed, "deepspeed"))})
     if d.fsdp:
-        return d.model_copy(update={"fsdp": args["fsdp"], "fsdp_config": args["fsdp_config"]})
+        return d.model_copy(update={"fsdp": True, "fsdp_config": args["fsdp_config"]})
     return d
 
 
@@ -164,7 +192,7 @@ def training_args(cfg: TrainConfig, use_cpu: bool) -> dict[str, Any]:
     if d.deepspeed:
         args["deepspeed"] = d.deepspeed
     if d.fsdp:
-        args["fsdp"] = d.fsdp
+        args["fsdp"] = True
         args["fsdp_config"] = dict(d.fsdp_config or {})
     return args
 
@@ -213,6 +241,7 @@ def model_to_save(model: Any, rebuild: Callable[[], Any]) -> Any | None:
         return model if is_main() else None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    log.info("gathering the FSDP shards of %d processes into one model on rank 0", world_size())
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not is_main():
         return None

@@ -130,6 +130,8 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             "final_loss": final_loss,
             "metrics": metrics,
             "mlflow_run_id": tracking.run_id if tracking else None,
+            "processes": distributed.world_size(),
+            "sharded": distributed.is_sharded(result["model"]),
             "tracking_uri": tracking.uri if tracking else None,
         },
     )
