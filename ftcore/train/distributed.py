@@ -197,6 +197,43 @@ def training_args(cfg: TrainConfig, use_cpu: bool) -> dict[str, Any]:
     return args
 
 
+def enable_fsdp_on_cpu() -> None:
+    """accelerate 1.15 turns its FSDP plugin on only for accelerator devices: on CPUs it silently trains
+    plain DDP instead. torch's FSDP2 itself shards on CPUs over gloo, so when the Trainer hands
+    accelerate an FSDP plugin in a CPU group, take the FSDP path it would take on GPUs. Called by the
+    worker only when train.distributed.fsdp is set and there is no GPU."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    original = AcceleratorState.__init__
+    if getattr(original, "_ftflow_cpu_fsdp", False):
+        return
+    original_get = Accelerator.get_state_dict
+
+    def get_state_dict(self: Any, model: Any, unwrap: bool = True) -> Any:
+        # the Trainer calls this on every rank (a collective); accelerate's own FSDP2 branch keys on
+        # the device type and would hand back the local shards on a CPU
+        return full_state_dict(model) if is_sharded(model) else original_get(self, model, unwrap)
+
+    def init(self: Any, *args: Any, fsdp_plugin: Any = None, **kwargs: Any) -> None:
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    init._ftflow_cpu_fsdp = True  # type: ignore[attr-defined]
+    AcceleratorState.__init__ = init  # type: ignore[method-assign]
+    Accelerator.get_state_dict = get_state_dict  # type: ignore[method-assign]
+
+
+def full_state_dict(model: Any) -> dict[str, Any]:
+    """Every rank calls this: rank 0 gets the whole model's weights as plain CPU tensors (others: {})."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def rank() -> int:
     """This process's global rank (0 without a launcher)."""
     return int(os.environ.get("RANK", "0"))
@@ -239,10 +276,8 @@ def model_to_save(model: Any, rebuild: Callable[[], Any]) -> Any | None:
         return model
     if not is_sharded(model):
         return model if is_main() else None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     log.info("gathering the FSDP shards of %d processes into one model on rank 0", world_size())
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = full_state_dict(model)
     if not is_main():
         return None
     fresh = rebuild()

@@ -68,6 +68,11 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     method = METHODS[cfg.train.finetuning_type]
     cfg.train.distributed = distributed.worker_settings(cfg)  # env applied, DeepSpeed / FSDP files read
     main = distributed.is_main()
+    if cfg.train.distributed.fsdp and distributed.world_size() > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            distributed.enable_fsdp_on_cpu()
 
     opened = (
         JobRun.for_key(cfg, key, {"ftflow.objective": cfg.train.stage})

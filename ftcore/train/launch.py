@@ -67,7 +67,8 @@ def worker_command(request_path: Path, error_path: Path, dist: DistributedConfig
         f"--machine_rank={dist.node_rank}",
         f"--main_process_ip={dist.master_addr}",
         f"--main_process_port={port}",
-        "--multi_gpu" if _has_cuda() else "--cpu",
+        # --multi_gpu is accelerate's torchrun path, CPUs included (gloo); its --cpu would need MPI
+        *(["--multi_gpu"] if dist.nproc_per_node * dist.nnodes > 1 else []),
         "--module",
         *worker[1:],
     ]
@@ -80,12 +81,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _die_with_parent() -> None:
