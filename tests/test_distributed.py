@@ -104,7 +104,7 @@ def test_llamafactory_environment_variables_pick_the_launcher(tmp_path: Path) ->
 
 def test_the_key_holds_process_count_and_shard_settings_not_addresses(tmp_path: Path) -> None:
     one = train_section(_config(tmp_path))
-    assert one["distributed"] is None  # single-process keys are unchanged by the new section
+    assert "distributed" not in one  # single-process keys are unchanged by the new section
     two = train_section(_config(tmp_path, *TWO))
     assert two["distributed"]["world_size"] == 2
     moved = train_section(_config(tmp_path, *TWO, "train.distributed.master_port=29999"))

@@ -136,13 +136,15 @@ def train_section(cfg: PipelineConfig) -> dict[str, Any]:
         del train["num_train_epochs"]  # max_steps wins
     if cfg.train.finetuning_type == "full":
         del train["lora"]  # no adapter to configure
-    train["distributed"] = distributed_key(cfg)
+    many = distributed_key(cfg)
+    if many is not None:  # one plain process keeps the key it always had
+        train["distributed"] = many
     return train
 
 
 def distributed_key(cfg: PipelineConfig) -> dict[str, Any] | None:
     """How many processes train and how the model is sharded (file contents, not paths); None for one
-    plain process, so single-process keys stay what they were. Addresses and ports are not keyed."""
+    plain process. Addresses and ports are not keyed."""
     from ftcore.train.distributed import resolve_distributed, sharding, world_size_of
 
     d = resolve_distributed(cfg.train.distributed)
