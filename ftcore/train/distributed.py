@@ -153,16 +153,18 @@ def check_distributed(cfg: PipelineConfig) -> None:
 
 
 def check_deepspeed_runs() -> None:
-    """DeepSpeed's CPU accelerator needs Intel's oneCCL bindings and its C++ ops, which this CPU-only
-    build lacks; say so at config time instead of failing inside the launch."""
+    """DeepSpeed is ftflow's GPU path. Without CUDA its CPU accelerator JIT-compiles C++ ops (the
+    shared-memory collectives) with the system compiler inside every rank at start-up: on the 2-core
+    test machine that did not finish in 6 minutes, and it was never seen training. Refuse it at config
+    time with the way out, instead of a launch that hangs."""
     import torch
 
     if torch.cuda.is_available():
         return
     raise ConfigError(
-        "train.distributed.deepspeed: DeepSpeed needs a CUDA GPU here (its CPU accelerator needs "
-        "intel_extension_for_pytorch / oneccl_bindings_for_pytorch, not installed); on CPU use "
-        "train.distributed.fsdp or plain DDP (launcher: torchrun without deepspeed)"
+        "train.distributed.deepspeed: DeepSpeed needs a CUDA GPU in ftflow (its CPU accelerator compiles "
+        "C++ ops at start-up and is not supported here); on CPUs use train.distributed.fsdp (FSDP2, "
+        "e.g. configs/fsdp/full_shard.yaml) or plain DDP (launcher: torchrun, no deepspeed)"
     )
 
 
