@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import ftcore
@@ -83,15 +84,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Run in the launcher's process before exec: the kernel SIGTERMs it when the train step dies, and
-    torchrun passes that on to its workers (Linux; elsewhere the workers' own watch covers it)."""
+def _death_signal() -> Callable[[], None] | None:
+    """A preexec_fn for the launcher: the kernel SIGTERMs it when the train step's thread dies, and
+    torchrun passes that on to its workers (Linux; elsewhere the workers' own watch covers it). libc is
+    looked up here, in the parent, so the forked child runs no import (safe beside other threads)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def worker_env() -> dict[str, str]:
@@ -117,7 +122,7 @@ def run_worker(request: TrainRequest, lock: OutputLock | None = None) -> None:
     launched = dist.launcher != "none"
     proc = subprocess.Popen(
         worker_command(request_path, error_path, dist),
-        preexec_fn=_die_with_parent if launched and sys.platform.startswith("linux") else None,
+        preexec_fn=_death_signal() if launched else None,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
