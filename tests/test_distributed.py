@@ -24,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 import yaml
@@ -206,10 +205,19 @@ def reference(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_double_accumulation(tmp_path: Path, reference) -> None:
-    cfg = _config(tmp_path, *TWO)
+    from mlflow.tracking import MlflowClient
+
+    cfg = _config(tmp_path, *TWO, "train.report_to=mlflow")  # report_to is not in the key
     trained = steps.train(cfg, *prepared_inputs(cfg))
     assert trained.metadata["processes"] == 2 and trained.metadata["sharded"] is False
     _assert_same_run(trained, reference)
+    # rank 0 alone tracks: one run, each step's loss logged once
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    assert [r.info.run_id for r in runs] == [trained.metadata["mlflow_run_id"]]
+    assert runs[0].info.status == "FINISHED"
+    assert len(client.get_metric_history(runs[0].info.run_id, "train/loss")) == STEPS
 
 
 @pytest.mark.slow
@@ -218,6 +226,19 @@ def test_fsdp_two_processes_match_one_process_with_double_accumulation(tmp_path:
     trained = steps.train(cfg, *prepared_inputs(cfg))
     assert trained.metadata["processes"] == 2 and trained.metadata["sharded"] is True  # really sharded
     _assert_same_run(trained, reference)  # and the gathered weights are the whole model
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 @pytest.mark.slow
@@ -239,9 +260,9 @@ def test_a_killed_two_process_run_resumes_through_ft_train(tmp_path: Path, refer
     deadline = time.monotonic() + 600
     while thread.is_alive() and time.monotonic() < deadline:
         if last_complete_checkpoint(out / "checkpoints") is not None:
-            ranks = psutil.Process(int(holder(out)["worker"])).children()  # torchrun's workers
-            killed = max(ranks, key=lambda p: p.pid)
-            os.kill(killed.pid, signal.SIGKILL)  # one rank dies; torchrun stops the other
+            ranks = _children(int(holder(out)["worker"]))  # torchrun's workers
+            killed = max(ranks)
+            os.kill(killed, signal.SIGKILL)  # one rank dies; torchrun stops the other
             break
         time.sleep(0.02)
     thread.join()
