@@ -152,6 +152,9 @@ def test_config_time_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         check_distributed(_config(tmp_path, *TWO, "train.distributed.fsdp=hybrid_shard"))
     if not torch.cuda.is_available():  # DeepSpeed on CPUs compiles C++ ops: without a compiler, said up front
         ds = _config(tmp_path, *TWO, "train.distributed.deepspeed=configs/deepspeed/ds_z2_config.json")
+        z3 = _config(tmp_path, *TWO, "train.distributed.deepspeed=configs/deepspeed/ds_z3_config.json")
+        with pytest.raises(ConfigError, match="ZeRO-3 without a GPU"):
+            check_distributed(z3)
         monkeypatch.setenv("PATH", str(tmp_path))
         with pytest.raises(ConfigError, match="DeepSpeed on CPUs compiles its C\\+\\+ ops"):
             check_distributed(ds)

@@ -149,10 +149,10 @@ def check_distributed(cfg: PipelineConfig) -> None:
                     f"one process or turn {lf_key} off"
                 )
     if "deepspeed" in args:
-        check_deepspeed_runs()
+        check_deepspeed_runs(args["deepspeed"])
 
 
-def check_deepspeed_runs() -> None:
+def check_deepspeed_runs(config: dict[str, Any]) -> None:
     """Without CUDA, DeepSpeed's CPU accelerator JIT-compiles its C++ shared-memory collectives in the
     first run (cached in ~/.cache/torch_extensions; 18 minutes on the loaded 2-core test machine, then
     ZeRO-2 trained there with the same losses as DDP). Without a compiler it cannot: say so now."""
@@ -163,6 +163,12 @@ def check_deepspeed_runs() -> None:
     if torch.cuda.is_available():
         return
     missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
+    stage = (config.get("zero_optimization") or {}).get("stage", 0)
+    if stage == 3:
+        raise ConfigError(
+            "train.distributed.deepspeed: ZeRO-3 without a GPU trained and checkpointed here but hung while "
+            "gathering the final weights; on CPUs use ds_z0 / ds_z2 configs or train.distributed.fsdp"
+        )
     if missing:
         raise ConfigError(
             f"train.distributed.deepspeed: DeepSpeed on CPUs compiles its C++ ops at start-up and needs "
