@@ -30,15 +30,17 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
 
 
-def die_with_parent(use_pdeathsig: bool = True) -> None:
+def die_with_parent(parent: int | None = None, use_pdeathsig: bool = True) -> None:
     """SIGTERM ourselves (a clean stop) when the process named by FTFLOW_PARENT_PID dies, even by
-    SIGKILL. A watcher thread covers every system; on Linux the kernel's PR_SET_PDEATHSIG also does,
+    SIGKILL (or `parent`, when given: a launcher such as torchrun between them). A watcher thread
+    covers every system; on Linux the kernel's PR_SET_PDEATHSIG also does,
     at once, for children whose starting thread lives as long as they do (not for servers a
     short-lived thread may start: the kernel signals when that *thread* exits)."""
     raw = os.environ.get(PARENT_ENV)
-    if not raw:
-        return
-    parent = int(raw)
+    if parent is None:
+        if not raw:
+            return
+        parent = int(raw)
     if use_pdeathsig and sys.platform.startswith("linux"):
         try:
             import ctypes

@@ -100,6 +100,11 @@ KEY_MAP: dict[str, str] = {
     "infer_backend": "serve.backend",  # huggingface -> transformers
     "vllm_maxlen": "serve.max_model_len",
     "vllm_enforce_eager": "serve.vllm_args",  # true -> [--enforce-eager]
+    # many processes (the launcher itself comes from FORCE_TORCHRUN / NNODES / ... as in LLaMA-Factory)
+    "deepspeed": "train.distributed.deepspeed",
+    "fsdp": "train.distributed.fsdp",
+    "fsdp_config": "train.distributed.fsdp_config",
+    "ddp_timeout": "train.distributed.ddp_timeout",
     **_prefixed("freeze_", "train.freeze.", "trainable_layers trainable_modules extra_modules"),
     **_prefixed("", "train.lora.", "additional_target use_rslora use_dora pissa_init pissa_iter"),
     **_prefixed("", "train.lora.", "loraplus_lr_ratio loraplus_lr_embedding"),
@@ -135,7 +140,6 @@ IGNORED_KEYS = frozenset(
         "overwrite_cache",
         "plot_loss",
         "dataloader_num_workers",
-        "ddp_timeout",
         "eval_strategy",
         "eval_steps",
         "save_only_model",

@@ -6,7 +6,7 @@ form and the docs. `extra="forbid"` turns a typo into an error that names the ke
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
@@ -234,6 +234,59 @@ class RLConfig(Section):
     ppo_vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
 
 
+class DistributedConfig(Section):
+    """How many processes train one job. LLaMA-Factory's environment variables FORCE_TORCHRUN,
+    NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT are honoured too (they win over
+    these fields: ftcore.train.distributed.resolve_distributed)."""
+
+    launcher: Literal["none", "torchrun", "accelerate"] = Field(
+        "none",
+        description="none: one worker process; torchrun or accelerate: nproc_per_node x nnodes processes "
+        "(DDP, or FSDP / DeepSpeed when configured). FORCE_TORCHRUN=1 means torchrun.",
+    )
+    nproc_per_node: int = Field(
+        1, gt=0, description="Processes on this machine (one per GPU; on CPU, gloo; env NPROC_PER_NODE)."
+    )
+    nnodes: int = Field(1, gt=0, description="Machines in the group (env NNODES).")
+    node_rank: int = Field(0, ge=0, description="This machine's index, 0..nnodes-1 (env NODE_RANK).")
+    master_addr: str = Field(
+        "127.0.0.1",
+        description="Address of node 0's rendezvous (env MASTER_ADDR); many nodes need a real one.",
+    )
+    master_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="Rendezvous port (env MASTER_PORT); unset: a free port (one node) or 29500 (many nodes).",
+    )
+    deepspeed: str | None = Field(
+        None,
+        description="DeepSpeed JSON config file (LLaMA-Factory's `deepspeed`), e.g. "
+        "configs/deepspeed/ds_z2_config.json; needs a CUDA GPU (DeepSpeed does not train on this CPU build).",
+    )
+    fsdp: bool | str | None = Field(
+        None,
+        description="FSDP (PyTorch FSDP2): true, a YAML/JSON file from configs/fsdp/ (fsdp + fsdp_config), "
+        "or transformers' option string, e.g. 'full_shard auto_wrap' (offload: parameters on the CPU).",
+    )
+    fsdp_config: dict[str, Any] | None = Field(
+        None, description="transformers' fsdp_config dict when `fsdp` is an option string."
+    )
+    ddp_timeout: int = Field(
+        1800, gt=0, description="Seconds a collective may wait for the other processes before failing."
+    )
+
+    @model_validator(mode="after")
+    def _one_sharding(self) -> DistributedConfig:
+        if self.deepspeed and self.fsdp:
+            raise ValueError(
+                f"deepspeed ({self.deepspeed}) and fsdp ({self.fsdp}) are both set; pick one of them"
+            )
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        return self
+
+
 class TrainConfig(Section):
     stage: Literal["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo", "grpo", "ppo"] = Field(
         "sft",
@@ -335,6 +388,11 @@ class TrainConfig(Section):
                 "rows of a batch)"
             )
         return self
+
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="Many processes: torchrun / accelerate, DDP, FSDP, DeepSpeed.",
+    )
 
 
 class EvalConfig(Section):

@@ -30,6 +30,7 @@ TRAIN_NOT_IN_KEY = {
     "save_total_limit",
     "keep_checkpoints",  # how many checkpoints are kept after training
     "per_device_eval_batch_size",
+    "distributed",  # keyed below as what it changes: the process count and the sharding settings
 }
 
 # data fields that do not change tokenized rows: where the files are, how many processes tokenize,
@@ -141,7 +142,22 @@ def train_section(cfg: PipelineConfig) -> dict[str, Any]:
         del train[name]
     if cfg.train.stage in ("sft", "pt"):
         train.pop("pref", None)  # preference settings change nothing there
+    many = distributed_key(cfg)
+    if many is not None:  # one plain process keeps the key it always had
+        train["distributed"] = many
     return train
+
+
+def distributed_key(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """How many processes train and how the model is sharded (file contents, not paths); None for one
+    plain process. Addresses and ports are not keyed."""
+    from ftcore.train.distributed import resolve_distributed, sharding, world_size_of
+
+    d = resolve_distributed(cfg.train.distributed)
+    shards = sharding(cfg)
+    if world_size_of(d) == 1 and not shards:
+        return None
+    return {"world_size": world_size_of(d), "timeout": d.ddp_timeout, **shards}
 
 
 def train_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:

@@ -32,6 +32,7 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
     from ftcore.hub import resolve_model
     from ftcore.promote import check_config as check_gate
     from ftcore.steps.fetch import fetch_dataset
+    from ftcore.train.distributed import check_distributed
 
     if cfg.data.template:
         get_template(cfg.data.template)
@@ -70,6 +71,7 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
         from ftcore.evaluate.benchmarks import check_tasks
 
         check_tasks(cfg.eval.tasks)
+    check_distributed(cfg)  # launcher settings, DeepSpeed / FSDP files, options that need one process
     check_quantization(cfg)  # merge first, bits the method supports, its side env, calibration data
     check_outputs(cfg)  # workdir writable; a chosen output folder holds nothing ftflow did not write
     # every row is parsed once, into FTFLOW_HOME's Arrow cache that the fetch_dataset step then reuses

@@ -52,15 +52,16 @@ class TrainRequest(BaseModel):
         return PipelineConfig.model_validate(self.config)
 
 
-def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None) -> Artifact:
-    """Train as the request says; writes <output_dir>/model and then the manifest, returns it."""
+def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None) -> Artifact | None:
+    """Train as the request says; writes <output_dir>/model and then the manifest, returns it. In a
+    torchrun group every rank trains; rank 0 alone tracks, saves and returns the manifest (others: None)."""
     import datasets
     from transformers import set_seed
 
     from ftcore.data.template import apply_template, get_template
     from ftcore.modeling import load_tokenizer, saved_dtype
     from ftcore.steps.common import JobRun
-    from ftcore.train import HEADS, OBJECTIVES
+    from ftcore.train import HEADS, OBJECTIVES, distributed
     from ftcore.train.callbacks import MetricsCallback, ProgressCallback
     from ftcore.train.methods import method_for
     from ftcore.train.rewards import with_local_reward_model
@@ -70,10 +71,17 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     model, data, key, out = request.model, request.data, request.key, Path(request.output_dir)
     resume_from = Path(request.resume_from) if request.resume_from else None
     method = method_for(cfg)
+    cfg.train.distributed = distributed.worker_settings(cfg)  # env applied, DeepSpeed / FSDP files read
+    main = distributed.is_main()
+    if cfg.train.distributed.fsdp and distributed.world_size() > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            distributed.enable_fsdp_on_cpu()
 
     opened = (
         JobRun.for_key(cfg, key, {"ftflow.objective": cfg.train.stage})
-        if "mlflow" in cfg.train.report_to
+        if main and "mlflow" in cfg.train.report_to
         else contextlib.nullcontext()
     )
     with opened as tracking:  # the run ends FINISHED, FAILED or KILLED, however training ends
@@ -87,11 +95,15 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         report_to, project = cfg.train.report_to, cfg.registry.experiment
         callbacks += tracker_callbacks(report_to, out, cfg.name, project)
         environment = tracker_environment(report_to, out, cfg.name, project)
-        with out_of_memory_as_user_error(cfg.train.stage), environment as tracker_dirs:
-            head = HEADS.get(cfg.train.stage, "causal_lm")
+        head = HEADS.get(cfg.train.stage, "causal_lm")
+
+        def prepared() -> Any:
             loaded = method.load(model.path, cfg.train, cfg.model.trust_remote_code, head=head)
+            return method.prepare(loaded, cfg.train)
+
+        with out_of_memory_as_user_error(cfg.train.stage), environment as tracker_dirs:
             result = OBJECTIVES[cfg.train.stage](
-                method.prepare(loaded, cfg.train),
+                prepared(),
                 tokenizer,
                 train_set,
                 cfg.train,
@@ -100,8 +112,13 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
                 callbacks,
                 method,
             )
+            # FSDP: every rank takes part in gathering the weights
+            final = distributed.model_to_save(result["model"], prepared)
+        if final is None:  # not rank 0: nothing to write
+            distributed.barrier()
+            return None
         with atomic_dir(out / "model") as tmp:
-            method.save(result["model"], tmp, saved_dtype(model.path))
+            method.save(final, tmp, saved_dtype(model.path))
             # the template it was trained with, as its chat_template, and its stop tokens as eos
             apply_template(get_template(data.metadata["template"]), tmp, tokenizer)
             (tmp / "ftflow_config.yaml").write_text(dump_config(cfg))
@@ -134,10 +151,13 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
             "mlflow_run_id": tracking.run_id if tracking else None,
             "plots": {name: str(path) for name, path in plots.items()},
             "tracker_dirs": {name: str(path) for name, path in tracker_dirs.items()},
+            "processes": distributed.world_size(),
+            "sharded": distributed.is_sharded(result["model"]),
             "tracking_uri": tracking.uri if tracking else None,
         },
     )
     write_manifest(out, artifact)
+    distributed.barrier()  # the group ends once the manifest is there (other nodes read it)
     return artifact
 
 

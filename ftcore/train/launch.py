@@ -15,12 +15,15 @@ import signal
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import ftcore
+from ftcore.config.sections import DistributedConfig
 from ftcore.errors import MEMORY_HINT, FtflowError
 from ftcore.processes import child_env, stop_process
 from ftcore.train import progress
+from ftcore.train.distributed import resolve_distributed
 from ftcore.train.job import TrainRequest
 from ftcore.train.lock import OutputLock
 from ftcore.train.worker import RECORD_PREFIX
@@ -37,9 +40,64 @@ class TrainingProcessError(RuntimeError):
     """The training worker crashed or was killed (not a bad input: a retry resumes from a checkpoint)."""
 
 
-def worker_command(request_path: Path, error_path: Path) -> list[str]:
-    """The command that runs training. One process today; torchrun / accelerate launch go here."""
-    return [sys.executable, "-m", "ftcore.train.worker", str(request_path), str(error_path)]
+def worker_command(request_path: Path, error_path: Path, dist: DistributedConfig | None = None) -> list[str]:
+    """The command that runs training: the worker itself, or torchrun / accelerate launch starting
+    nproc_per_node copies of it (`dist` resolved by ftcore.train.distributed.resolve_distributed)."""
+    worker = ["-m", "ftcore.train.worker", str(request_path), str(error_path)]
+    if dist is None or dist.launcher == "none":
+        return [sys.executable, *worker]
+    port = dist.master_port or (free_port() if dist.nnodes == 1 else 29500)
+    if dist.launcher == "torchrun":
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={dist.nproc_per_node}",
+            f"--nnodes={dist.nnodes}",
+            f"--node_rank={dist.node_rank}",
+            f"--master_addr={dist.master_addr}",
+            f"--master_port={port}",
+            "--max_restarts=0",  # a failed rank fails the step; the next run resumes from a checkpoint
+            *worker,
+        ]
+    return [  # accelerate launch: the Trainer reads DeepSpeed / FSDP from its own arguments
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        f"--num_processes={dist.nproc_per_node * dist.nnodes}",
+        f"--num_machines={dist.nnodes}",
+        f"--machine_rank={dist.node_rank}",
+        f"--main_process_ip={dist.master_addr}",
+        f"--main_process_port={port}",
+        # --multi_gpu is accelerate's torchrun path, CPUs included (gloo); its --cpu would need MPI
+        *(["--multi_gpu"] if dist.nproc_per_node * dist.nnodes > 1 else []),
+        "--module",
+        *worker[1:],
+    ]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now: one-node groups never collide with another job's."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A preexec_fn for the launcher: the kernel SIGTERMs it when the train step's thread dies, and
+    torchrun passes that on to its workers (Linux; elsewhere the workers' own watch covers it). libc is
+    looked up here, in the parent, so the forked child runs no import (safe beside other threads)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def worker_env() -> dict[str, str]:
@@ -60,8 +118,11 @@ def run_worker(request: TrainRequest, lock: OutputLock | None = None) -> None:
     error_path.unlink(missing_ok=True)
     request_path.write_text(request.model_dump_json())
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    dist = resolve_distributed(request.pipeline_config().train.distributed)
+    launched = dist.launcher != "none"
     proc = subprocess.Popen(
-        worker_command(request_path, error_path),
+        worker_command(request_path, error_path, dist),
+        preexec_fn=_death_signal() if launched else None,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -69,7 +130,16 @@ def run_worker(request: TrainRequest, lock: OutputLock | None = None) -> None:
         text=True,
         errors="replace",
     )
-    log.info("[train] training in worker process %d", proc.pid)
+    if launched:
+        log.info(
+            "[train] %s started %d x %d worker processes (launcher pid %d)",
+            dist.launcher,
+            dist.nnodes,
+            dist.nproc_per_node,
+            proc.pid,
+        )
+    else:
+        log.info("[train] training in worker process %d", proc.pid)
     if lock is not None:
         lock.note(worker=proc.pid)
     try:

@@ -30,6 +30,7 @@ def training_argument_values(
     """The TrainingArguments fields as a dict, so TRL's configs (its subclasses) take the same values."""
     import torch
 
+    from ftcore.train.distributed import training_args as distributed_args
     from ftcore.train.methods.speed import training_args as speed_args
 
     bf16 = resolve_bf16(cfg)
@@ -65,6 +66,7 @@ def training_argument_values(
         dataloader_num_workers=0,
         **method.optimizer_args(cfg, use_cpu),
         **speed_args(cfg.speed),
+        **distributed_args(cfg, use_cpu),  # many processes: gloo on CPU, DeepSpeed / FSDP
     )
 
 

@@ -4,14 +4,17 @@ Started by the train step (ftcore.train.launch). Its log records go to stdout as
 line, which the parent re-emits on its own `ftcore` loggers; anything else a library prints passes
 through as plain text. On failure it writes the exception's class and message to <error.json>, so
 the parent raises the same FtflowError (a bad input is not retried) or a crash error with the tail.
-It exits when the parent dies, and turns SIGTERM into a clean stop (the MLflow run is marked KILLED;
-the last complete checkpoint stays for the next resume).
+Under torchrun every rank runs this same module (rank 0 logs at INFO, the others at WARNING) and
+watches its launcher instead of the train step. It exits when the parent dies, and turns SIGTERM
+into a clean stop (the MLflow run is marked KILLED; the last complete checkpoint stays for the next
+resume).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -40,7 +43,8 @@ def _setup_logging() -> None:
     handler.setFormatter(_RecordFormatter())
     root = logging.getLogger("ftcore")
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    # in a torchrun group rank 0 tells the story; the others only report problems
+    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
     root.propagate = False
 
 
@@ -51,7 +55,8 @@ def _stop(signum: int, frame: Any) -> NoReturn:
 def main(argv: list[str]) -> int:
     request_path, error_path = Path(argv[0]), Path(argv[1])
     signal.signal(signal.SIGTERM, _stop)
-    die_with_parent()  # never outlive the train step
+    # never outlive the train step; under torchrun / accelerate, live and die with that launcher
+    die_with_parent(os.getppid() if "LOCAL_RANK" in os.environ else None)
     _setup_logging()
     try:
         from ftcore.train.job import TrainRequest, run_training
