@@ -381,8 +381,8 @@ def test_llamafactory_invalid_value_names_the_flat_key_and_line(tmp_path: Path) 
     path = _write(tmp_path, "model_name_or_path: builtin:tiny-qwen2\nstage: sft\nlora_rank: 0\n")
     message = _load_error(path)
     assert f"{path}:3: invalid value for 'lora_rank' (0)" in message
-    path = _write(tmp_path, "model_name_or_path: builtin:tiny-qwen2\nstage: dpo\n", "stage.yaml")
-    assert f"{path}:2: invalid value for 'stage' ('dpo')" in _load_error(path)
+    path = _write(tmp_path, "model_name_or_path: builtin:tiny-qwen2\nstage: dpoo\n", "stage.yaml")
+    assert f"{path}:2: invalid value for 'stage' ('dpoo')" in _load_error(path)
 
 
 def test_llamafactory_do_train_false_is_refused() -> None:
