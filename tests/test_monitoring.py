@@ -37,7 +37,7 @@ def test_progress_records_reach_listeners_from_the_worker_process(tmp_path: Path
         assert record.tokens_per_s and record.tokens_per_s > 0
         assert record.learning_rate is not None
     assert seen[0].eta_s is not None and seen[0].eta_s > 0
-    assert seen[1].line().startswith("[##########..........] 4/8")  # half the bar
+    assert seen[1].line().startswith("step 4/8 [##########..........]")  # half the bar
 
 
 def test_progress_line_and_bar() -> None:
@@ -45,7 +45,8 @@ def test_progress_line_and_bar() -> None:
         step=40, max_steps=100, loss=1.23456, learning_rate=1e-4, tokens_per_s=1234.0, eta_s=70
     )
     assert (
-        record.line() == "[########............] 40/100  loss 1.2346  lr 1.00e-04  1.2k tok/s  eta 00:01:10"
+        record.line()
+        == "step 40/100 [########............]  loss 1.2346  lr 1.00e-04  1.2k tok/s  eta 00:01:10"
     )
     assert progress.Progress(step=0, max_steps=0).line().endswith("eta ?")
 

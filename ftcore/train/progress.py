@@ -39,9 +39,10 @@ class Progress:
         return min(1.0, self.step / self.max_steps) if self.max_steps > 0 else 0.0
 
     def line(self) -> str:
-        """`[#####...] 40/100 loss 1.2345 lr 1.00e-04 1.2k tok/s eta 00:01:10`: the terminal's bar."""
+        """`step 40/100 [########....] loss 1.2345 lr 1.00e-04 1.2k tok/s eta 00:01:10`: the terminal's
+        progress bar, one line per logging step (readable in a log, unlike a redrawn bar)."""
         filled = round(self.fraction * BAR_WIDTH)
-        parts = [f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.step}/{self.max_steps}"]
+        parts = [f"step {self.step}/{self.max_steps} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}]"]
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         if self.learning_rate is not None:
