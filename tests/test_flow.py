@@ -25,11 +25,16 @@ def _ui_summary(key: str) -> str:
     """The markdown the Prefect UI shows for the job's latest run."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    with get_client(sync_client=True) as client:  # the newest: other tests of the session share job names
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
     assert found, f"no Prefect artifact {key}"
-    return found[-1].data
+    return found[0].data
 
 
 def test_flow_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:

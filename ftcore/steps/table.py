@@ -253,6 +253,7 @@ def run_local(
     """Run the pipeline's steps in this process (no Prefect), up to `until` when given."""
     from ftcore.steps.local import preflight
 
-    planned = plan(cfg, until)
-    preflight(cfg, [step.name for step in planned])
+    planned, lookup = plan(cfg, until), set(lookup)
+    # a looked-up step does not run: its checks (a trainable base, speed switches) do not apply
+    preflight(cfg, [step.name for step in planned if step.name not in lookup])
     return run_steps(cfg, planned, _execute_here, lookup)
