@@ -75,30 +75,24 @@ def run_grpo(
     from trl import GRPOTrainer
 
     from ftcore.train.rewards import reward_funcs
-    from ftcore.train.sft import run_mean_loss
-    from ftcore.train.trainers import trainer_kwargs, without_printer
+    from ftcore.train.trainers import fit
 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     args = grpo_config(cfg, checkpoint_dir, method)
-    trainer = GRPOTrainer(
-        model=model,
+    result = fit(
+        GRPOTrainer,
+        model,
+        args,
+        tokenizer,
+        callbacks,
+        method,
+        cfg,
+        resume_from,
         reward_funcs=reward_funcs(cfg.rl),
-        args=args,
         train_dataset=prompt_dataset(train_dataset, tokenizer),
-        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
     )
-    without_printer(trainer)
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    history = list(trainer.state.log_history)
-    metrics = dict(result.metrics)
-    metrics["train_loss"] = run_mean_loss(history, metrics.get("train_loss"))
-    rewards = [entry["reward"] for entry in history if "reward" in entry]
+    rewards = [entry["reward"] for entry in result["log_history"] if "reward" in entry]
     if rewards:
-        metrics["reward_first"], metrics["reward_last"] = rewards[0], rewards[-1]
-    return {
-        "metrics": metrics,
-        "global_step": trainer.state.global_step,
-        "log_history": history,
-        "model": trainer.model,
-    }
+        result["metrics"]["reward_first"], result["metrics"]["reward_last"] = rewards[0], rewards[-1]
+    return result

@@ -16,7 +16,7 @@ from typing import Any
 from ftcore.config.sections import TrainConfig
 from ftcore.data.processor import IGNORE_INDEX
 from ftcore.train.methods import TrainingMethod
-from ftcore.train.trainers import train_and_collect, trainer_kwargs, without_printer
+from ftcore.train.trainers import fit
 
 log = logging.getLogger("ftcore.train")
 
@@ -109,14 +109,18 @@ def run_dpo(
         max_length=None,
     )
     ref = reference_model(cfg, False, model.dtype)
-    trainer = Trainer(
-        model=model,
-        ref_model=ref,
-        args=args,
+    return fit(
+        Trainer,
+        model,
+        args,
+        tokenizer,
+        callbacks,
+        method,
+        cfg,
+        resume_from,
         train_dataset=train_dataset,
-        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
+        ref_model=ref,
     )
-    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def run_kto(
@@ -149,14 +153,18 @@ def run_kto(
         max_length=None,
     )
     ref = reference_model(cfg, False, model.dtype)
-    trainer = Trainer(
-        model=model,
-        ref_model=ref,
-        args=args,
+    return fit(
+        Trainer,
+        model,
+        args,
+        tokenizer,
+        callbacks,
+        method,
+        cfg,
+        resume_from,
         train_dataset=train_dataset,
-        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
+        ref_model=ref,
     )
-    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def _with_prompt(self: Any, feature: dict[str, Any], model: Any = None) -> dict[str, Any]:
@@ -183,13 +191,9 @@ def run_orpo(
         tokenize_row = _with_prompt
 
     args = trl_args(ORPOConfig, cfg, checkpoint_dir, method, beta=cfg.pref.beta, max_length=1 << 30)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
+    return fit(
+        Trainer, model, args, tokenizer, callbacks, method, cfg, resume_from, train_dataset=train_dataset
     )
-    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def run_simpo(
@@ -219,10 +223,6 @@ def run_simpo(
         simpo_gamma=cfg.pref.simpo_gamma,
         max_length=1 << 30,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
+    return fit(
+        Trainer, model, args, tokenizer, callbacks, method, cfg, resume_from, train_dataset=train_dataset
     )
-    return train_and_collect(without_printer(trainer), resume_from)

@@ -29,7 +29,7 @@ def run_rm(
     from trl import RewardConfig, RewardTrainer
 
     from ftcore.train.pref import trl_args
-    from ftcore.train.trainers import train_and_collect, trainer_kwargs, without_printer
+    from ftcore.train.trainers import fit
 
     class Trainer(RewardTrainer):
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -40,13 +40,9 @@ def run_rm(
     if model.config.pad_token_id is None:  # the score is read at the last non-pad token
         model.config.pad_token_id = tokenizer.pad_token_id
     args = trl_args(RewardConfig, cfg, checkpoint_dir, method, max_length=None)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        **trainer_kwargs(tokenizer, callbacks, method.create_optimizer(model, args, cfg)),
+    return fit(
+        Trainer, model, args, tokenizer, callbacks, method, cfg, resume_from, train_dataset=train_dataset
     )
-    return train_and_collect(without_printer(trainer), resume_from)
 
 
 def load_reward_model(path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> Any:

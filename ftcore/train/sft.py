@@ -82,31 +82,24 @@ def run_sft(
 ) -> dict[str, Any]:
     """Train `model` in place; returns the final metrics and the full log history."""
     from transformers import Trainer
-    from transformers.trainer_callback import PrinterCallback
 
     from ftcore.data.collator import SFTCollator
-    from ftcore.train.callbacks import LogAtCheckpoints, StopOnNonFiniteLoss
+    from ftcore.train.trainers import fit
 
     args = training_arguments(cfg, checkpoint_dir, method)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        optimizers=(method.create_optimizer(model, args, cfg), None),
+    collator = SFTCollator(pad_token_id=tokenizer.pad_token_id)
+    return fit(
+        Trainer,
+        model,
+        args,
+        tokenizer,
+        callbacks,
+        method,
+        cfg,
+        resume_from,
         train_dataset=train_dataset,
-        data_collator=SFTCollator(pad_token_id=tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=[LogAtCheckpoints(), StopOnNonFiniteLoss(), *callbacks],
+        data_collator=collator,
     )
-    trainer.remove_callback(PrinterCallback)  # ftflow's ProgressCallback prints instead
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    metrics = dict(result.metrics)
-    metrics["train_loss"] = run_mean_loss(trainer.state.log_history, metrics.get("train_loss"))
-    return {
-        "metrics": metrics,
-        "global_step": trainer.state.global_step,
-        "log_history": list(trainer.state.log_history),
-        "model": trainer.model,
-    }
 
 
 def run_mean_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:
