@@ -10,6 +10,25 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite runs on pytest-xdist workers, a whole file per worker (pyproject: -n auto --dist loadfile).
+# Files that take minutes go first, so that no long file starts last and runs alone at the end; the
+# rest keep their order. A scheduling hint only: a stale name costs time, never correctness.
+LONGEST_FIRST = (
+    "test_stack_postgres.py",
+    "test_serve_vllm.py",
+    "test_pref_stages.py",
+    "test_serve_follow.py",
+    "test_distributed.py",
+    "test_rl_stages.py",
+    "test_recipes.py",
+    "test_promote.py",
+    "test_quantize.py",
+    "test_export.py",
+    "test_e2e.py",
+    "test_flow.py",
+)
+MAX_WORKERS = 4  # each worker may start Prefect, MLflow or vLLM servers; more would only contend
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Isolation before anything imports ftcore / prefect / mlflow: a fresh cache per session, so no
@@ -27,6 +46,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core (tests pin torch to one thread each), at most MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
