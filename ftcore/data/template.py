@@ -1,4 +1,4 @@
-"""Chat templates: the data in templates/templates.yaml plus the code that encodes with it.
+"""Chat templates: the data in templates/*.yaml plus the code that encodes with it.
 
 Examples are encoded segment by segment (bos, system, each user turn, each assistant turn) with
 add_special_tokens=False, as LLaMA-Factory does, so the prompt / response boundary of every turn is
@@ -25,7 +25,8 @@ from ftcore.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TEMPLATES_FILE = Path(__file__).parent / "templates" / "templates.yaml"
+TEMPLATES_DIR = Path(__file__).parent / "templates"  # every *.yaml in it, read in name order
+TEMPLATES_FILE = TEMPLATES_DIR / "templates.yaml"  # the one whose header documents the format
 _BUILTIN_MARKER = "ftflow_builtin.json"  # ftcore.builtin.BUILTIN_MARKER; not imported to stay light
 _TOKENIZER_FILES = ("tokenizer_config.json", "chat_template.jinja", "tokenizer.json")
 
@@ -273,30 +274,37 @@ def apply_template(template: Template, model_dir: Path, tokenizer: PreTrainedTok
     config.save_pretrained(model_dir)
 
 
-def _template(name: str, entry: dict[str, Any]) -> Template:
+def _template(name: str, entry: dict[str, Any], source: Path) -> Template:
     thinking = entry.pop("thinking", None)
     template = Template(name=name, thinking=Thinking(**thinking) if thinking else None, **entry)
     patterns = (template.format_system, template.format_user, template.format_assistant)
     patterns += tuple(p for p in (template.format_observation, template.format_function) if p)
     if template.tool_format is not None and template.tool_format not in TOOL_FORMATS:
-        raise ConfigError(
-            f"{TEMPLATES_FILE}: template '{name}': unknown tool_format {template.tool_format!r}"
-        )
+        raise ConfigError(f"{source}: template '{name}': unknown tool_format {template.tool_format!r}")
     for pattern in patterns:
         if pattern.count("{content}") != 1:
-            raise ConfigError(
-                f"{TEMPLATES_FILE}: template '{name}': {pattern!r} needs exactly one {{content}}"
-            )
+            raise ConfigError(f"{source}: template '{name}': {pattern!r} needs exactly one {{content}}")
     return template
 
 
 @functools.cache
 def _load_all() -> dict[str, Template]:
-    raw: dict[str, dict[str, Any]] = yaml.safe_load(TEMPLATES_FILE.read_text())
-    try:
-        return {name: _template(name, dict(entry)) for name, entry in raw.items()}
-    except TypeError as exc:  # an unknown or missing key in the YAML
-        raise ConfigError(f"{TEMPLATES_FILE}: {exc}") from exc
+    """Every template of every *.yaml in TEMPLATES_DIR (name order); a name defined twice is an
+    error naming both files, so no file silently replaces another's template."""
+    templates: dict[str, Template] = {}
+    origin: dict[str, Path] = {}
+    for source in sorted(TEMPLATES_DIR.glob("*.yaml")):
+        raw: dict[str, dict[str, Any]] = yaml.safe_load(source.read_text()) or {}
+        for name, entry in raw.items():
+            if name in origin:
+                twice = f"in {origin[name]} and in {source}"
+                raise ConfigError(f"chat template '{name}' is defined twice: {twice}")
+            try:
+                templates[name] = _template(name, dict(entry), source)
+            except TypeError as exc:  # an unknown or missing key in the YAML
+                raise ConfigError(f"{source}: template '{name}': {exc}") from exc
+            origin[name] = source
+    return templates
 
 
 def list_templates() -> list[str]:
