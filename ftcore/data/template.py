@@ -38,6 +38,7 @@ class Thinking:
     open: str
     close: str
     enabled: bool
+    trim_answer: bool = True  # False: a reply keeps the text after `close` as is (DeepSeek-R1)
 
     @property
     def empty(self) -> str:
@@ -49,7 +50,8 @@ class Thinking:
         if end not in content:
             return "", content
         reasoning = content.split(end)[0].rstrip("\n").split(start)[-1].lstrip("\n")
-        return reasoning, content.split(end)[-1].lstrip("\n")
+        answer = content.split(end)[-1]
+        return reasoning, answer.lstrip("\n") if self.trim_answer else answer
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,13 @@ class Template:
     format_function: str | None = None
     tool_format: str | None = None
     text_eos: str | None = None
+    efficient_eos: str | None = None
 
     def definition(self) -> dict[str, Any]:
         """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes."""
         keep = ("format_system", "format_user", "format_assistant", "bos", "default_system")
         keep += ("always_system", "trim_content", "thinking", "format_observation", "format_function")
-        keep += ("tool_format", "text_eos")
+        keep += ("tool_format", "text_eos", "efficient_eos")
         return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
 
     def tools(self) -> ToolFormat:
@@ -130,6 +133,14 @@ class Template:
         """(prompt text, response text) per turn. With `final_answer`, the last turn is the one the
         official templates treat specially: its reasoning is kept (thinking on) or replaced by an
         empty block in the prompt (thinking off); earlier turns always lose their reasoning."""
+        pairs = self._turns(messages, system, final_answer, tools)
+        if final_answer and self.efficient_eos and pairs:  # one end token, after the last reply only
+            pairs[-1] = (pairs[-1][0], pairs[-1][1] + self.efficient_eos)
+        return pairs
+
+    def _turns(
+        self, messages: list[dict[str, str]], system: str | None, final_answer: bool, tools: str | None
+    ) -> list[tuple[str, str]]:
         pairs = []
         for i in range(0, len(messages), 2):
             prompt = (self._prefix(system, tools) if i == 0 else "") + self._prompt_turn(messages[i])
@@ -197,14 +208,17 @@ class Template:
         """Token ids that end generation: the tokenizer's eos plus the template's stop words."""
         self.check_tokenizer(tokenizer)
         ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        ids += [tokenizer.convert_tokens_to_ids(word) for word in self.stop_words]
+        words = self.stop_words + ([self.efficient_eos] if self.efficient_eos else [])
+        ids += [tokenizer.convert_tokens_to_ids(word) for word in words]
         return list(dict.fromkeys(ids))
 
     def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Every special token of the template must be one token of `tokenizer`, or training would
         learn the pieces of, e.g., '<|eot_id|>' spelled out in another family's vocabulary."""
         missing = [
-            tok for tok in dict.fromkeys(self.special_tokens + self.stop_words) if not _single(tokenizer, tok)
+            tok
+            for tok in dict.fromkeys(self.special_tokens + self.stop_words + [self.efficient_eos or ""])
+            if tok and not _single(tokenizer, tok)
         ]
         if missing:
             listed = ", ".join(missing)
