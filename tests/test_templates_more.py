@@ -53,6 +53,7 @@ class Official:
 
 
 VERIFIED = {
+    "deepseek": Official("deepseek-v2-chat.jinja", DS_BOS, DS_EOS),
     "deepseek3": Official("deepseek-v3.jinja", DS_BOS, DS_EOS),
     "deepseekr1": Official("deepseek-r1-0528.jinja", DS_BOS, DS_EOS),
     "deepseekcoder": Official("deepseek-coder-instruct.jinja", DS_BOS, "<|EOT|>"),
@@ -188,7 +189,6 @@ def test_templates_without_tools_refuse_tool_rows(tokenizer):
 # Families without an official Jinja here: the text of a single turn without system, as each
 # family's own code (LLaMA-Factory's templates) writes it.
 TEXT = {
-    "deepseek": f"{DS_BOS}User: Reverse the letters of the word.\nstone\n\nAssistant: enots{DS_EOS}",
     "chatglm3": "[gMASK]sop<|user|>\nReverse the letters of the word.\nstone<|assistant|>\nenots</s>",
     "codegeex4": "[gMASK]<sop><|system|>\n你是一位智能编程助手，你叫CodeGeeX。",
     "intern": "<s><|System|>:You are an AI assistant whose name is InternLM (书生·浦语).",
