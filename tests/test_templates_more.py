@@ -272,3 +272,42 @@ def test_loader_reads_every_yaml_and_refuses_a_name_twice(tmp_path: Path, monkey
         monkeypatch.undo()
         template_module._load_all.cache_clear()
     assert {"qwen", "glm4", "deepseekr1"} <= set(template_module.list_templates())
+
+
+# (config.json model_type, official file, expected template): `template: auto` on a local model.
+INFERRED = [
+    ("deepseek_v3", "deepseek-v3.jinja", "deepseek3"),
+    ("deepseek_v3", "deepseek-r1-0528.jinja", "deepseekr1"),
+    ("qwen2", "deepseek-r1-0528.jinja", "deepseekr1"),  # R1-Distill-Qwen
+    ("qwen2", "qwen2-instruct.jinja", "qwen2"),  # a plain Qwen2 is not taken for R1
+    ("llama", "deepseek-v2-chat.jinja", "deepseek"),
+    ("llama", "deepseek-coder-instruct.jinja", "deepseekcoder"),
+    ("llama", "yi-chat.jinja", "yi"),
+    ("llama", "llama3-instruct.jinja", "llama3"),  # nor a Llama 3 for a DeepSeek or Yi
+    ("chatglm", "glm-4-9b-chat.jinja", "glm4"),
+    ("internlm2", "internlm2-chat.jinja", "intern2"),
+    ("exaone", "exaone-3.5-instruct.jinja", "exaone"),
+    ("granite", "granite-3.0-instruct.jinja", "granite3"),
+    ("olmo2", "olmo-2-instruct.jinja", "olmo"),
+    ("cohere", "command-r.jinja", "cohere"),
+    ("dbrx", "dbrx-instruct.jinja", "dbrx"),
+]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "file", "expected"), INFERRED, ids=[f"{c[0]}-{c[2]}" for c in INFERRED]
+)
+def test_infer_template_from_model_type(tmp_path: Path, model_type, file, expected):
+    """A model folder as the hub has it: config.json's model_type, the tokenizer's special tokens
+    and its official chat template in tokenizer_config.json (written as transformers writes it)."""
+    from ftcore.data import infer_template
+
+    jinja = (OFFICIAL / file).read_text()
+    tokens = {
+        str(i): {"content": tok, "special": True}
+        for i, tok in enumerate(get_template(expected).special_tokens)
+    }
+    config = {"added_tokens_decoder": tokens, "chat_template": jinja}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    assert infer_template(tmp_path) == expected
