@@ -62,6 +62,7 @@ VERIFIED = {
     "intern2": Official("internlm2-chat.jinja"),
     "exaone": Official("exaone-3.5-instruct.jinja", eos="[|endofturn|]"),
     "granite3": Official("granite-3.0-instruct.jinja", eos="<|end_of_text|>"),
+    "granite4": Official("granite-4.0.jinja", eos="<|end_of_text|>"),
     "olmo": Official("olmo-2-instruct.jinja", "<|endoftext|>", "<|endoftext|>", after_last="\n"),
     "cohere": Official("command-r.jinja", "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
     "dbrx": Official("dbrx-instruct.jinja", eos="<|im_end|>", after_last="\n"),
@@ -181,6 +182,34 @@ def test_glm4_tool_calls_match_official(tokenizer):
         template.encode_multiturn(tokenizer, [ours[0], {"role": "function", "content": two_calls}])
 
 
+def test_granite4_tool_calls_match_official(tokenizer):
+    """Granite 4.0: the tool list after the system prompt, Qwen-style <tool_call> calls, the tool
+    result in a user turn, as the official template writes them."""
+    template, args = get_template("granite4"), {"city": "北京"}
+    call = {"name": "get_weather", "arguments": args}
+    ours = [
+        {"role": "user", "content": "Weather in Beijing?"},
+        {"role": "function", "content": json.dumps([call, call])},
+        {"role": "observation", "content": '{"temperature": 21}'},
+        {"role": "assistant", "content": "It is 21 degrees."},
+    ]
+    calls = [{"type": "function", "function": call}] * 2
+    official = [
+        ours[0],
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", **ours[2]},
+    ]
+    official[2]["role"] = "tool"
+    for system in (None, SYSTEM):
+        full = ([{"role": "system", "content": system}] if system else []) + official + [ours[3]]
+        rendered = tokenizer.apply_chat_template(
+            full, tokenize=True, tools=[TOOL], chat_template=(OFFICIAL / "granite-4.0.jinja").read_text()
+        )
+        assert _ours(tokenizer, template, ours, system, tools=json.dumps([TOOL])) == list(
+            rendered["input_ids"]
+        )
+
+
 def test_templates_without_tools_refuse_tool_rows(tokenizer):
     with pytest.raises(DataError, match=r"'granite3' has no tool format.*glm4"):
         get_template("granite3").encode_multiturn(tokenizer, SINGLE, tools=json.dumps([TOOL]))
@@ -288,6 +317,7 @@ INFERRED = [
     ("internlm2", "internlm2-chat.jinja", "intern2"),
     ("exaone", "exaone-3.5-instruct.jinja", "exaone"),
     ("granite", "granite-3.0-instruct.jinja", "granite3"),
+    ("granitemoehybrid", "granite-4.0.jinja", "granite4"),
     ("olmo2", "olmo-2-instruct.jinja", "olmo"),
     ("cohere", "command-r.jinja", "cohere"),
     ("dbrx", "dbrx-instruct.jinja", "dbrx"),

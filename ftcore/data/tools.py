@@ -5,7 +5,8 @@ assistant's function calls, per family, as LLaMA-Factory's tool utils write them
 Llama 3 format (tools described in the system turn, calls as {"name", "parameters"} JSON) with the
 date fixed to the official template's default, so the same rows always give the same ids;
 `llama3.1` is the same without the date header, which that template's system turn already writes;
-`glm4` matches glm-4-9b-chat's official template (one call per reply, "name\n{arguments}").
+`glm4` matches glm-4-9b-chat's official template (one call per reply, "name\n{arguments}");
+`granite4` Granite 4.0's (its own tool list, Qwen's <tool_call> calls).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ _QWEN_TOOLS = (
     "<<TOOLS>>\n</tools>\n\nFor each function call, return a json object with function name and "
     "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
+_GRANITE4_TOOLS = (
+    "You are a helpful assistant with access to the following tools. You may call one or more tools to "
+    "assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML "
+    "tags:\n<tools><<TOOLS>>\n</tools>\n\nFor each tool call, return a json object with function name and "
+    'arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\n</tool_call>. If a tool does not exist in the provided list of '
+    "tools, notify the user that you do not have the ability to fulfill the request."
 )
 _LLAMA3_DATE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
 _LLAMA3_TOOLS = (
@@ -64,6 +73,12 @@ def parse_calls(content: str) -> list[tuple[str, Any]]:
 def _qwen_system(system: str, tools: str) -> str:
     text = "".join("\n" + json.dumps(_wrap(t), ensure_ascii=False) for t in parse_tools(tools))
     listed = _QWEN_TOOLS.replace("<<TOOLS>>", text)
+    return f"{system}\n\n{listed}" if system else listed
+
+
+def _granite4_system(system: str, tools: str) -> str:
+    text = "".join("\n" + json.dumps(_wrap(t), ensure_ascii=False) for t in parse_tools(tools))
+    listed = _GRANITE4_TOOLS.replace("<<TOOLS>>", text)
     return f"{system}\n\n{listed}" if system else listed
 
 
@@ -117,6 +132,7 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
     ),
     "llama3.1": ToolFormat(lambda system, tools: system + _llama3_tool_text(tools), _llama3_calls),
     "glm4": ToolFormat(_glm4_system, _glm4_calls),
+    "granite4": ToolFormat(_granite4_system, _qwen_calls),  # Granite 4 writes calls as Qwen does
 }
 
 
@@ -131,8 +147,8 @@ def _lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _qwen_system_jinja() -> str:
-    before, after = _QWEN_TOOLS.split("<<TOOLS>>")
+def _qwen_system_jinja(listing: str = _QWEN_TOOLS) -> str:
+    before, after = listing.split("<<TOOLS>>")
     return (
         "{%- set ns_tools = namespace(text='') -%}"
         f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + '\\n' + ({_WRAP} | tojson) -%}}"
@@ -194,4 +210,5 @@ TOOL_JINJA: dict[str, tuple[str, str]] = {
     "llama3": (_llama3_system_jinja(date=True), _LLAMA3_CALLS_JINJA),
     "llama3.1": (_llama3_system_jinja(date=False), _LLAMA3_CALLS_JINJA),
     "glm4": (_glm4_system_jinja(), _GLM4_CALLS_JINJA),
+    "granite4": (_qwen_system_jinja(_GRANITE4_TOOLS), _QWEN_CALLS_JINJA),
 }
