@@ -197,9 +197,8 @@ def test_granite4_tool_calls_match_official(tokenizer):
     official = [
         ours[0],
         {"role": "assistant", "content": "", "tool_calls": calls},
-        {"role": "tool", **ours[2]},
+        {"role": "tool", "content": ours[2]["content"]},
     ]
-    official[2]["role"] = "tool"
     for system in (None, SYSTEM):
         full = ([{"role": "system", "content": system}] if system else []) + official + [ours[3]]
         rendered = tokenizer.apply_chat_template(
