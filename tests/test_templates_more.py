@@ -283,6 +283,11 @@ def test_efficient_eos_only_after_the_last_reply(tokenizer):
     assert eos not in template.encode_prompt(tokenizer, MULTI[:-1])
     assert eos in template.stop_token_ids(tokenizer)
     assert "efficient_eos" in template.definition()
+    # what sft trains on: the end token once, at the end, inside the labels
+    from ftcore.data.processor import IGNORE_INDEX, encode_sft_example
+
+    _, labels, _ = encode_sft_example(pairs, cutoff_len=1024, train_on_prompt=False)
+    assert labels[-1] == eos and labels.count(eos) == 1 and labels[0] == IGNORE_INDEX
 
 
 def test_loader_reads_every_yaml_and_refuses_a_name_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
