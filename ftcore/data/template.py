@@ -205,7 +205,8 @@ class Template:
         return ids + _encode(tokenizer, last)
 
     def stop_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-        """Token ids that end generation: the tokenizer's eos plus the template's stop words."""
+        """Token ids that end generation: the tokenizer's eos, the template's stop words and its
+        efficient_eos."""
         self.check_tokenizer(tokenizer)
         ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         words = self.stop_words + ([self.efficient_eos] if self.efficient_eos else [])
@@ -335,9 +336,10 @@ def get_template(name: str) -> Template:
 
 
 def infer_template(model_dir: Path) -> str | None:
-    """The default template of a local model: the built-in marker, else the first template (in file
-    order) whose model_types hold config.json's model_type and whose special tokens and required
-    text all appear in the tokenizer files (Qwen2.5's system prompt tells `qwen` from `qwen2`)."""
+    """The default template of a local model: the built-in marker, else the first template (files by
+    name, then file order) whose model_types hold config.json's model_type and whose special tokens
+    and required text all appear in the tokenizer files (Qwen2.5's system prompt tells `qwen` from
+    `qwen2`)."""
     model_dir = Path(model_dir)
     marker = model_dir / _BUILTIN_MARKER
     if marker.is_file():
