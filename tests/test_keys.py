@@ -138,9 +138,10 @@ def test_template_definition_not_name_keys_preprocess(
     other = next(n for n in raw if n != name)
 
     def with_templates(edited: dict) -> dict[str, str]:
-        path = tmp_path / f"templates-{len(list(tmp_path.iterdir()))}.yaml"
-        path.write_text(yaml.safe_dump(edited))
-        monkeypatch.setattr(template_module, "TEMPLATES_FILE", path)
+        folder = tmp_path / f"templates-{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "templates.yaml").write_text(yaml.safe_dump(edited))
+        monkeypatch.setattr(template_module, "TEMPLATES_DIR", folder)
         template_module._load_all.cache_clear()
         return _keys(cfg, model)
 

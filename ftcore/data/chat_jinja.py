@@ -84,12 +84,13 @@ def render_jinja(template: Template) -> str:
         ]
     if think:
         start, end = _lit(think.open.strip()), _lit(think.close.strip())
+        strip = ".lstrip('\\n')" if think.trim_answer else ""
         lines += [
             "    {%- set reasoning = '' -%}",
             f"    {{%- if {end} in content -%}}",
             f"      {{%- set reasoning = content.split({end})[0].rstrip('\\n')"
             f".split({start})[-1].lstrip('\\n') -%}}",
-            f"      {{%- set content = content.split({end})[-1].lstrip('\\n') -%}}",
+            f"      {{%- set content = content.split({end})[-1]{strip} -%}}",
             "    {%- endif -%}",
             "    {%- if loop.last and thinking -%}",
             f"      {{%- set content = {_lit(think.open)} + reasoning.strip('\\n') + {_lit(think.close)}"
@@ -107,4 +108,9 @@ def render_jinja(template: Template) -> str:
         "  {%- endif -%}",
         "{%- endfor -%}",
     ]
+    if t.efficient_eos:  # after a conversation that ends with a reply, as training encoded it
+        lines.append(
+            "{%- if turns and turns[-1]['role'] == 'assistant' and not add_generation_prompt -%}"
+            f"{{{{- {_lit(t.efficient_eos)} -}}}}{{%- endif -%}}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Chat templates: the data in templates/templates.yaml plus the code that encodes with it.
+"""Chat templates: the data in templates/*.yaml plus the code that encodes with it.
 
 Examples are encoded segment by segment (bos, system, each user turn, each assistant turn) with
 add_special_tokens=False, as LLaMA-Factory does, so the prompt / response boundary of every turn is
@@ -25,7 +25,8 @@ from ftcore.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TEMPLATES_FILE = Path(__file__).parent / "templates" / "templates.yaml"
+TEMPLATES_DIR = Path(__file__).parent / "templates"  # every *.yaml in it, read in name order
+TEMPLATES_FILE = TEMPLATES_DIR / "templates.yaml"  # the one whose header documents the format
 _BUILTIN_MARKER = "ftflow_builtin.json"  # ftcore.builtin.BUILTIN_MARKER; not imported to stay light
 _TOKENIZER_FILES = ("tokenizer_config.json", "chat_template.jinja", "tokenizer.json")
 
@@ -37,6 +38,7 @@ class Thinking:
     open: str
     close: str
     enabled: bool
+    trim_answer: bool = True  # False: a reply keeps the text after `close` as is (DeepSeek-R1)
 
     @property
     def empty(self) -> str:
@@ -48,7 +50,8 @@ class Thinking:
         if end not in content:
             return "", content
         reasoning = content.split(end)[0].rstrip("\n").split(start)[-1].lstrip("\n")
-        return reasoning, content.split(end)[-1].lstrip("\n")
+        answer = content.split(end)[-1]
+        return reasoning, answer.lstrip("\n") if self.trim_answer else answer
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,13 @@ class Template:
     format_function: str | None = None
     tool_format: str | None = None
     text_eos: str | None = None
+    efficient_eos: str | None = None
 
     def definition(self) -> dict[str, Any]:
         """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes."""
         keep = ("format_system", "format_user", "format_assistant", "bos", "default_system")
         keep += ("always_system", "trim_content", "thinking", "format_observation", "format_function")
-        keep += ("tool_format", "text_eos")
+        keep += ("tool_format", "text_eos", "efficient_eos")
         return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
 
     def tools(self) -> ToolFormat:
@@ -129,6 +133,14 @@ class Template:
         """(prompt text, response text) per turn. With `final_answer`, the last turn is the one the
         official templates treat specially: its reasoning is kept (thinking on) or replaced by an
         empty block in the prompt (thinking off); earlier turns always lose their reasoning."""
+        pairs = self._turns(messages, system, final_answer, tools)
+        if final_answer and self.efficient_eos and pairs:  # one end token, after the last reply only
+            pairs[-1] = (pairs[-1][0], pairs[-1][1] + self.efficient_eos)
+        return pairs
+
+    def _turns(
+        self, messages: list[dict[str, str]], system: str | None, final_answer: bool, tools: str | None
+    ) -> list[tuple[str, str]]:
         pairs = []
         for i in range(0, len(messages), 2):
             prompt = (self._prefix(system, tools) if i == 0 else "") + self._prompt_turn(messages[i])
@@ -193,17 +205,21 @@ class Template:
         return ids + _encode(tokenizer, last)
 
     def stop_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-        """Token ids that end generation: the tokenizer's eos plus the template's stop words."""
+        """Token ids that end generation: the tokenizer's eos, the template's stop words and its
+        efficient_eos."""
         self.check_tokenizer(tokenizer)
         ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        ids += [tokenizer.convert_tokens_to_ids(word) for word in self.stop_words]
+        words = self.stop_words + ([self.efficient_eos] if self.efficient_eos else [])
+        ids += [tokenizer.convert_tokens_to_ids(word) for word in words]
         return list(dict.fromkeys(ids))
 
     def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Every special token of the template must be one token of `tokenizer`, or training would
         learn the pieces of, e.g., '<|eot_id|>' spelled out in another family's vocabulary."""
         missing = [
-            tok for tok in dict.fromkeys(self.special_tokens + self.stop_words) if not _single(tokenizer, tok)
+            tok
+            for tok in dict.fromkeys(self.special_tokens + self.stop_words + [self.efficient_eos or ""])
+            if tok and not _single(tokenizer, tok)
         ]
         if missing:
             listed = ", ".join(missing)
@@ -273,30 +289,37 @@ def apply_template(template: Template, model_dir: Path, tokenizer: PreTrainedTok
     config.save_pretrained(model_dir)
 
 
-def _template(name: str, entry: dict[str, Any]) -> Template:
+def _template(name: str, entry: dict[str, Any], source: Path) -> Template:
     thinking = entry.pop("thinking", None)
     template = Template(name=name, thinking=Thinking(**thinking) if thinking else None, **entry)
     patterns = (template.format_system, template.format_user, template.format_assistant)
     patterns += tuple(p for p in (template.format_observation, template.format_function) if p)
     if template.tool_format is not None and template.tool_format not in TOOL_FORMATS:
-        raise ConfigError(
-            f"{TEMPLATES_FILE}: template '{name}': unknown tool_format {template.tool_format!r}"
-        )
+        raise ConfigError(f"{source}: template '{name}': unknown tool_format {template.tool_format!r}")
     for pattern in patterns:
         if pattern.count("{content}") != 1:
-            raise ConfigError(
-                f"{TEMPLATES_FILE}: template '{name}': {pattern!r} needs exactly one {{content}}"
-            )
+            raise ConfigError(f"{source}: template '{name}': {pattern!r} needs exactly one {{content}}")
     return template
 
 
 @functools.cache
 def _load_all() -> dict[str, Template]:
-    raw: dict[str, dict[str, Any]] = yaml.safe_load(TEMPLATES_FILE.read_text())
-    try:
-        return {name: _template(name, dict(entry)) for name, entry in raw.items()}
-    except TypeError as exc:  # an unknown or missing key in the YAML
-        raise ConfigError(f"{TEMPLATES_FILE}: {exc}") from exc
+    """Every template of every *.yaml in TEMPLATES_DIR (name order); a name defined twice is an
+    error naming both files, so no file silently replaces another's template."""
+    templates: dict[str, Template] = {}
+    origin: dict[str, Path] = {}
+    for source in sorted(TEMPLATES_DIR.glob("*.yaml")):
+        raw: dict[str, dict[str, Any]] = yaml.safe_load(source.read_text()) or {}
+        for name, entry in raw.items():
+            if name in origin:
+                twice = f"in {origin[name]} and in {source}"
+                raise ConfigError(f"chat template '{name}' is defined twice: {twice}")
+            try:
+                templates[name] = _template(name, dict(entry), source)
+            except TypeError as exc:  # an unknown or missing key in the YAML
+                raise ConfigError(f"{source}: template '{name}': {exc}") from exc
+            origin[name] = source
+    return templates
 
 
 def list_templates() -> list[str]:
@@ -313,9 +336,10 @@ def get_template(name: str) -> Template:
 
 
 def infer_template(model_dir: Path) -> str | None:
-    """The default template of a local model: the built-in marker, else the first template (in file
-    order) whose model_types hold config.json's model_type and whose special tokens and required
-    text all appear in the tokenizer files (Qwen2.5's system prompt tells `qwen` from `qwen2`)."""
+    """The default template of a local model: the built-in marker, else the first template (files by
+    name, then file order) whose model_types hold config.json's model_type and whose special tokens
+    and required text all appear in the tokenizer files (Qwen2.5's system prompt tells `qwen` from
+    `qwen2`)."""
     model_dir = Path(model_dir)
     marker = model_dir / _BUILTIN_MARKER
     if marker.is_file():

@@ -4,7 +4,9 @@ assistant's function calls, per family, as LLaMA-Factory's tool utils write them
 `qwen` matches Qwen2.5 / Qwen3's official templates (tests compare); `llama3` is LLaMA-Factory's
 Llama 3 format (tools described in the system turn, calls as {"name", "parameters"} JSON) with the
 date fixed to the official template's default, so the same rows always give the same ids;
-`llama3.1` is the same without the date header, which that template's system turn already writes.
+`llama3.1` is the same without the date header, which that template's system turn already writes;
+`glm4` matches glm-4-9b-chat's official template (one call per reply, "name\n{arguments}");
+`granite4` Granite 4.0's (its own tool list, Qwen's <tool_call> calls).
 """
 
 from __future__ import annotations
@@ -23,12 +25,29 @@ _QWEN_TOOLS = (
     "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
 )
+_GRANITE4_TOOLS = (
+    "You are a helpful assistant with access to the following tools. You may call one or more tools to "
+    "assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML "
+    "tags:\n<tools><<TOOLS>>\n</tools>\n\nFor each tool call, return a json object with function name and "
+    'arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\n</tool_call>. If a tool does not exist in the provided list of '
+    "tools, notify the user that you do not have the ability to fulfill the request."
+)
 _LLAMA3_DATE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
 _LLAMA3_TOOLS = (
     "You have access to the following functions. To call a function, please respond with JSON for a "
     'function call. Respond in the format {"name": function name, "parameters": dictionary of '
     "function arguments}. Do not use variables.\n\n<<TOOLS>>"
 )
+
+
+_GLM4_TOOLS = (
+    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+    "你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具"
+)
+# One "\n" before "##": the official template's "\n\n" follows a block tag, whose first newline
+# Jinja drops (trim_blocks, as transformers and vLLM render it).
+_GLM4_TOOL = "\n## <<NAME>>\n\n<<BODY>>\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
 
 
 def _wrap(tool: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +76,12 @@ def _qwen_system(system: str, tools: str) -> str:
     return f"{system}\n\n{listed}" if system else listed
 
 
+def _granite4_system(system: str, tools: str) -> str:
+    text = "".join("\n" + json.dumps(_wrap(t), ensure_ascii=False) for t in parse_tools(tools))
+    listed = _GRANITE4_TOOLS.replace("<<TOOLS>>", text)
+    return f"{system}\n\n{listed}" if system else listed
+
+
 def _qwen_calls(content: str) -> str:
     return "\n".join(
         "<tool_call>\n" + json.dumps({"name": name, "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
@@ -74,6 +99,24 @@ def _llama3_calls(content: str) -> str:
     return json.dumps(objects[0] if len(objects) == 1 else objects, ensure_ascii=False)
 
 
+def _glm4_system(system: str, tools: str) -> str:
+    """GLM-4's tool list (its own system turn, in its own words), then the system prompt's turn."""
+    listed = _GLM4_TOOLS
+    for tool in parse_tools(tools):
+        function = _wrap(tool)["function"]
+        body = json.dumps(function, indent=4, ensure_ascii=False)
+        listed += _GLM4_TOOL.replace("<<NAME>>", function["name"]).replace("<<BODY>>", body)
+    return listed + ("<|system|>\n" + system if system else "")
+
+
+def _glm4_calls(content: str) -> str:
+    calls = parse_calls(content)
+    if len(calls) != 1:
+        raise DataError(f"GLM-4 calls one function per reply; this function_call has {len(calls)}")
+    name, args = calls[0]
+    return name + "\n" + json.dumps(args, ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class ToolFormat:
     """How a family writes tools into the system prompt and function calls into a reply."""
@@ -88,6 +131,8 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
         lambda system, tools: system + _LLAMA3_DATE + _llama3_tool_text(tools), _llama3_calls
     ),
     "llama3.1": ToolFormat(lambda system, tools: system + _llama3_tool_text(tools), _llama3_calls),
+    "glm4": ToolFormat(_glm4_system, _glm4_calls),
+    "granite4": ToolFormat(_granite4_system, _qwen_calls),  # Granite 4 writes calls as Qwen does
 }
 
 
@@ -102,8 +147,8 @@ def _lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _qwen_system_jinja() -> str:
-    before, after = _QWEN_TOOLS.split("<<TOOLS>>")
+def _qwen_system_jinja(listing: str = _QWEN_TOOLS) -> str:
+    before, after = listing.split("<<TOOLS>>")
     return (
         "{%- set ns_tools = namespace(text='') -%}"
         f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + '\\n' + ({_WRAP} | tojson) -%}}"
@@ -139,9 +184,31 @@ _LLAMA3_CALLS_JINJA = (
     "{%- set calls = (ns_calls.parts[0] if ns_calls.parts | length == 1 else ns_calls.parts) | tojson -%}"
 )
 
+
+def _glm4_system_jinja() -> str:
+    before, after = _GLM4_TOOL.split("<<NAME>>")
+    middle, end = after.split("<<BODY>>")
+    return (
+        f"{{%- set ns_tools = namespace(text={_lit(_GLM4_TOOLS)}) -%}}"
+        "{%- for tool in tools -%}{%- set f = tool.function if tool.function is defined else tool -%}"
+        f"{{%- set ns_tools.text = ns_tools.text + {_lit(before)} + f.name + {_lit(middle)} + "
+        f"(f | tojson(indent=4)) + {_lit(end)} -%}}{{%- endfor -%}}"
+        "{%- set system = ns_tools.text + (('<|system|>\\n' + system) if system else '') -%}"
+    )
+
+
+_GLM4_CALLS_JINJA = (
+    "{%- if message.tool_calls | length != 1 -%}"
+    "{{- raise_exception('GLM-4 calls one function per reply') -}}{%- endif -%}"
+    f"{{%- for call in message.tool_calls -%}}{_CALL}"
+    "{%- set calls = f.name + '\\n' + (f.arguments | tojson) -%}{%- endfor -%}"
+)
+
 # tool_format -> (system_jinja, calls_jinja)
 TOOL_JINJA: dict[str, tuple[str, str]] = {
     "qwen": (_qwen_system_jinja(), _QWEN_CALLS_JINJA),
     "llama3": (_llama3_system_jinja(date=True), _LLAMA3_CALLS_JINJA),
     "llama3.1": (_llama3_system_jinja(date=False), _LLAMA3_CALLS_JINJA),
+    "glm4": (_glm4_system_jinja(), _GLM4_CALLS_JINJA),
+    "granite4": (_qwen_system_jinja(_GRANITE4_TOOLS), _QWEN_CALLS_JINJA),
 }
