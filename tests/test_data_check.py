@@ -69,3 +69,18 @@ def test_ft_data_check_cli_errors_on_bad_row_and_explains_empty_dataset(
     # every row bad: the error says why instead of an empty dataset
     assert main(["data", "check", str(path), "data.dataset=bad", "data.on_error=skip"]) == 2
     assert "all 1 rows were skipped as bad" in capsys.readouterr().err
+
+
+def test_fetch_dataset_honours_on_error_and_counts_skipped_rows(tmp_path: Path) -> None:
+    from ftcore import steps
+    from ftcore.errors import DataError
+
+    path = _config(tmp_path)
+    with pytest.raises(DataError, match=r"good\.jsonl: invalid JSON at line 3"):
+        steps.fetch_dataset(load_config(path))
+    fetched = steps.fetch_dataset(load_config(path, ["data.on_error=skip"]))
+    assert fetched.metadata["train_rows"] == 2 and fetched.metadata["skipped_rows"] == 2
+    assert fetched.metadata["rows"]["good"]["skipped_by_reason"] == {
+        "invalid JSON at line N: Expecting property name enclosed in double quotes": 1,
+        "missing required column 'instruction' (found: output)": 1,
+    }
