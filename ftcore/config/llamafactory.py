@@ -148,6 +148,7 @@ IGNORED_KEYS = frozenset(
         "save_only_model",
         "use_fast_tokenizer",
         "pissa_convert",  # ftflow always saves a PiSSA adapter converted to plain LoRA
+        "buffer_size",  # streaming's shuffle buffer: ftflow streams the tokenized rows in order
     }
 )
 
