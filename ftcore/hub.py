@@ -250,3 +250,55 @@ def builtin_template(path: Path) -> str | None:
     if marker.is_file():
         return json.loads(marker.read_text()).get("template")
     return None
+
+
+def resolve_dataset_repo(
+    source: str, repo: str, what: str, revision: str | None = None, cache_dir: str | None = None
+) -> tuple[Path, str | None]:
+    """(local snapshot folder, its revision) of a hub dataset repo (`source` hf or ms), from the local
+    Hugging Face hub cache (HF_HUB_CACHE) or ModelScope cache (MODELSCOPE_CACHE) first; absent and
+    offline or unreachable fails at once naming `what` (the dataset and its dataset_info.json key)."""
+    from ftcore.errors import DataError
+
+    hf = source == "hf"
+    try:
+        if hf:
+            from huggingface_hub import snapshot_download
+        else:
+            from modelscope.hub.snapshot_download import snapshot_download
+    except ImportError as exc:
+        raise DataError(f"{what} needs ModelScope: pip install 'ftflow[modelscope]'") from exc
+    options = {"revision": revision} if revision else {}
+    try:
+        path = Path(
+            snapshot_download(
+                repo_id=repo, repo_type="dataset", cache_dir=cache_dir, local_files_only=True, **options
+            )
+        )
+        if path.is_dir():
+            return path, revision or path.name
+    except Exception:
+        pass
+    if hf:
+        endpoint, flags = os.environ.get("HF_ENDPOINT", HF_ENDPOINT_DEFAULT), ("HF_HUB_OFFLINE",)
+        cache = "Hugging Face cache (HF_HUB_CACHE)"
+        how = f"`hf download {repo} --repo-type dataset`"
+    else:
+        endpoint = os.environ.get("MODELSCOPE_DOMAIN", MS_ENDPOINT_DEFAULT)
+        endpoint = endpoint if endpoint.startswith("http") else "https://" + endpoint
+        flags = ("MODELSCOPE_OFFLINE", "HF_HUB_OFFLINE")
+        cache, how = "ModelScope cache (MODELSCOPE_CACHE)", f"`modelscope download --dataset {repo}`"
+    hint = (
+        f"pre-download it on a machine with network ({how}) and copy the {cache} here, or point "
+        "file_name at local files"
+    )
+    for flag in flags:
+        if _offline_flag(flag):
+            raise DataError(f"{what} is not in the local {cache} and {flag} is set: {hint}")
+    if not _reachable(endpoint):
+        raise DataError(f"{what} is not cached and {endpoint} is unreachable: {hint}")
+    try:
+        path = Path(snapshot_download(repo_id=repo, repo_type="dataset", cache_dir=cache_dir, **options))
+    except Exception as exc:
+        raise DataError(f"{what} could not be downloaded: {exc}") from exc
+    return path, revision or path.name

@@ -48,3 +48,30 @@ def _series(history: Iterable[Mapping[str, Any]], key: str) -> list[tuple[float,
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             points.append((float(entry.get("step", i)), float(value)))
     return points
+
+
+def plot_length_histogram(series: Mapping[str, list[int]], cutoff_len: int, out_png: Path) -> Path:
+    """Token-length histograms (one panel per series, e.g. each dataset's prompt and response)
+    with the cutoff_len marked, so a user sees what truncation will cut."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(series)
+    fig = Figure(figsize=(7, 2.2 * max(1, len(names))), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(names, start=1):
+        ax = fig.add_subplot(max(1, len(names)), 1, i)
+        values = series[name]
+        if values:
+            ax.hist(values, bins=min(50, max(5, len(set(values)))), color="tab:blue", alpha=0.8)
+            ax.axvline(cutoff_len, color="tab:red", linestyle="--", label=f"cutoff_len {cutoff_len}")
+            ax.legend(loc="upper right", fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{name} tokens ({len(values)} rows)", fontsize="small")
+        ax.set_ylabel("rows")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, format="png")
+    return out_png

@@ -24,7 +24,7 @@ RECORD = ROOT / "tests" / "data" / "step_versions.json"
 
 STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
-    "fetch_dataset": 2,
+    "fetch_dataset": 3,
     "preprocess": 3,
     "train": 3,
     "evaluate": 5,
@@ -40,6 +40,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
     "fetch_dataset": (
         "ftcore/steps/fetch.py",
         "ftcore/data/loader.py",
+        "ftcore/data/sources.py",
         "ftcore/data/converter.py",
         "ftcore/data/splits.py",
     ),

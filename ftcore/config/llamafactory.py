@@ -39,6 +39,9 @@ KEY_MAP: dict[str, str] = {
     "mask_history": "data.mask_history",
     "enable_thinking": "data.enable_thinking",
     "preprocessing_num_workers": "data.preprocessing_num_workers",
+    "mix_strategy": "data.mix_strategy",
+    "interleave_probs": "data.interleave_probs",
+    "streaming": "data.streaming",
     "stage": "train.stage",
     "finetuning_type": "train.finetuning_type",
     "lora_rank": "train.lora.rank",
@@ -145,6 +148,7 @@ IGNORED_KEYS = frozenset(
         "save_only_model",
         "use_fast_tokenizer",
         "pissa_convert",  # ftflow always saves a PiSSA adapter converted to plain LoRA
+        "buffer_size",  # streaming's shuffle buffer: ftflow streams the tokenized rows in order
     }
 )
 

@@ -41,6 +41,16 @@ class PipelineConfig(Section):
     )
 
     @model_validator(mode="after")
+    def _streaming_needs_max_steps(self) -> PipelineConfig:
+        """LLaMA-Factory's rule: a stream has no length, so the run's length is train.max_steps."""
+        if self.data.streaming:
+            if self.train.max_steps <= 0:
+                raise ValueError("data.streaming needs train.max_steps > 0 (a stream has no length)")
+            if self.train.stage not in ("sft", "pt"):
+                raise ValueError(f"data.streaming supports train.stage sft and pt, not {self.train.stage}")
+        return self
+
+    @model_validator(mode="after")
     def _expand_catalog_name(self) -> PipelineConfig:
         """A catalogue model name becomes its hub reference, and its template the default
         data.template (when ftflow has that template), before any step keys the config."""

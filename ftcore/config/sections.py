@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
-from ftcore.config.base import NameList, Section
+from ftcore.config.base import NameList, Section, _split_commas
 from ftcore.config.methods import (
     ApolloConfig,
     BadamConfig,
@@ -82,6 +82,42 @@ class DataConfig(Section):
         description="Processes that tokenize the rows (datasets.map num_proc); the token ids are the "
         "same for any number. Default: one, in the step's own process.",
     )
+
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = Field(
+        "concat",
+        description="How several datasets mix (LLaMA-Factory's): concat one after another; interleave_under "
+        "stops when the first runs out, interleave_over when the last does (oversampling the others).",
+    )
+    interleave_probs: Annotated[list[float], BeforeValidator(_split_commas)] | None = Field(
+        None,
+        description="Interleave: the chance of each dataset per row ('0.7,0.3'); default equal turns.",
+    )
+    on_error: Literal["error", "skip"] = Field(
+        "error",
+        description="A bad row (malformed, wrong type, roles out of order): error names its file and row; "
+        "skip skips it and counts it by reason in the dataset's manifest and `ft data check`.",
+    )
+    streaming: bool = Field(
+        False,
+        description="For data larger than memory: rows are read and tokenized in shards and training "
+        "iterates them in order (no global shuffle), resuming at its position; needs train.max_steps.",
+    )
+
+    @model_validator(mode="after")
+    def _mix(self) -> DataConfig:
+        probs = self.interleave_probs
+        if probs is not None:
+            if self.mix_strategy == "concat":
+                raise ValueError(
+                    "data.interleave_probs needs mix_strategy interleave_under or interleave_over"
+                )
+            if len(probs) != len(self.dataset):
+                raise ValueError(
+                    f"data.interleave_probs has {len(probs)} values for {len(self.dataset)} datasets"
+                )
+            if any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
+                raise ValueError(f"data.interleave_probs must be non-negative and sum to 1, got {probs}")
+        return self
 
     @model_validator(mode="after")
     def _history_or_prompt(self) -> DataConfig:

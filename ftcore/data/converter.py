@@ -1,4 +1,4 @@
-"""One raw record of a LLaMA-Factory dataset (alpaca or sharegpt) -> one normalized row, validated.
+"""One raw record of a LLaMA-Factory dataset (alpaca, sharegpt or openai) -> one normalized row, validated.
 
 A normalized row is::
 
@@ -62,6 +62,14 @@ def converter(entry: dict[str, Any], kind: str = "sft") -> Converter:
     if entry.get("formatting", "alpaca") == "alpaca":
         return _alpaca_converter(entry, kind)
     return _sharegpt_converter(entry, kind)
+
+
+def _alpaca_columns(entry: dict[str, Any]) -> dict[str, str]:
+    """`columns` over the defaults; `text` names the prompt column (pre-training text)."""
+    given = dict(entry.get("columns", {}))
+    if "text" in given:
+        given.setdefault("prompt", given.pop("text"))
+    return {**ALPACA_COLUMNS, **given}
 
 
 def row(
@@ -153,11 +161,15 @@ def _check_kind(
 
 def _alpaca_converter(entry: dict[str, Any], kind: str) -> Converter:
     """A function turning one alpaca record into a normalized row."""
-    cols = {**ALPACA_COLUMNS, **entry.get("columns", {})}
+    cols = _alpaca_columns(entry)
+    explicit_prompt = "prompt" in entry.get("columns", {}) or "text" in entry.get("columns", {})
     ranking = bool(entry.get("ranking"))
 
     def convert(raw: dict[str, Any], where: str) -> dict[str, Any]:
-        prompt = _text(raw, cols["prompt"], where, required=True)
+        column = cols["prompt"]
+        if not explicit_prompt and column not in raw and "text" in raw:
+            column = "text"  # a .txt file's lines, or plain {"text": ...} rows
+        prompt = _text(raw, column, where, required=True)
         query = _text(raw, cols["query"], where)
         messages = []
         history = raw.get(cols["history"]) if cols["history"] else None
@@ -196,9 +208,11 @@ def _alpaca_converter(entry: dict[str, Any], kind: str) -> Converter:
 
 def _sharegpt_converter(entry: dict[str, Any], kind: str) -> Converter:
     """A function turning one sharegpt (or OpenAI messages) record into a normalized row."""
-    cols = {**SHAREGPT_COLUMNS, **entry.get("columns", {})}
-    explicit_tags = "tags" in entry
-    tags = {**SHAREGPT_TAGS, **entry.get("tags", {})}
+    openai = entry.get("formatting") == "openai"
+    defaults = {**SHAREGPT_COLUMNS, "messages": "messages"} if openai else SHAREGPT_COLUMNS
+    cols = {**defaults, **entry.get("columns", {})}
+    explicit_tags = "tags" in entry or openai
+    tags = {**(OPENAI_TAGS if openai else SHAREGPT_TAGS), **entry.get("tags", {})}
     explicit_messages = "messages" in entry.get("columns", {})
     ranking = bool(entry.get("ranking"))
 

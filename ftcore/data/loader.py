@@ -7,41 +7,56 @@ validated here, in plain Python and before any tokenization, for the data kind t
 
 from __future__ import annotations
 
-import json
 import logging
+import re
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftcore.data.converter import converter
+from ftcore.data.sources import Source, Unreadable, read_json, read_records, resolve_source, source_key
 from ftcore.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 DATASET_INFO = "dataset_info.json"
-FILE_SUFFIXES = (".json", ".jsonl")
-
-UNSUPPORTED_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
-
-
-def _decode(data: bytes, path: Path, first_line: int = 1, offset: int = 0) -> str:
-    """UTF-8 text (a leading BOM is dropped); bad bytes are an error naming file, line and byte."""
-    try:
-        return data.decode("utf-8-sig" if offset == 0 else "utf-8")
-    except UnicodeDecodeError as exc:
-        line = first_line + data.count(b"\n", 0, exc.start)
-        raise DataError(
-            f"{path}: not valid UTF-8 at line {line} (byte offset {offset + exc.start}): {exc.reason}; "
-            "save the file as UTF-8"
-        ) from exc
+FORMATTINGS = ("alpaca", "sharegpt", "openai")
+# columns LLaMA-Factory reads for multimodal models; text-only training ignores them, with a note
+MEDIA_COLUMNS = ("images", "videos", "audios")
+ON_ERROR = ("error", "skip")
 
 
-def _read_json(path: Path) -> Any:
-    """A whole JSON file; a syntax error names the file, line and column."""
-    try:
-        return json.loads(_decode(path.read_bytes(), path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+@dataclass
+class RowStats:
+    """What reading a dataset did with its rows: read, kept, skipped (bad rows under
+    data.on_error: skip) by reason with the first location of each, and kept rows with nothing
+    to learn from (`empty`)."""
+
+    read: int = 0
+    kept: int = 0
+    empty: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.first.setdefault(reason, where)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "empty_response": self.empty,
+            "skipped": sum(self.skipped.values()),
+            "skipped_by_reason": dict(self.skipped),
+            "first_skipped": dict(self.first),
+        }
+
+
+def _read_records(path: Path) -> Iterator[tuple[str, Any]]:
+    return read_records(path)
 
 
 def load_dataset_info(dataset_dir: Path) -> dict[str, dict[str, Any]]:
@@ -49,7 +64,7 @@ def load_dataset_info(dataset_dir: Path) -> dict[str, dict[str, Any]]:
     path = Path(dataset_dir) / DATASET_INFO
     if not path.is_file():
         raise ConfigError(f"no {DATASET_INFO} in dataset_dir {dataset_dir} (expected {path})")
-    info = _read_json(path)
+    info = read_json(path)
     if not isinstance(info, dict):
         raise DataError(f"{path}: expected an object mapping dataset names to entries")
     return info
@@ -64,16 +79,20 @@ def dataset_entry(dataset_dir: Path, name: str, info: dict[str, Any] | None = No
     entry = info[name]
     if not isinstance(entry, dict):
         raise DataError(f"{path}: entry '{name}' must be an object")
-    hub = [key for key in UNSUPPORTED_SOURCES if key in entry]
-    if hub and "file_name" not in entry:
-        raise ConfigError(f"dataset '{name}' in {path}: source {hub[0]} is not supported yet; use file_name")
-    if "file_name" not in entry:
-        raise DataError(f"{path}: entry '{name}' has no file_name")
+    try:
+        source_key(entry)
+    except ConfigError as exc:
+        raise ConfigError(f"dataset '{name}' in {path}: {exc}") from None
+    except DataError as exc:
+        raise DataError(f"{path}: entry '{name}': {exc}") from None
     formatting = entry.get("formatting", "alpaca")
-    if formatting not in ("alpaca", "sharegpt"):
+    if formatting not in FORMATTINGS:
         raise ConfigError(
-            f"dataset '{name}' in {path}: formatting must be alpaca or sharegpt, not {formatting!r}"
+            f"dataset '{name}' in {path}: formatting must be {', '.join(FORMATTINGS)}, not {formatting!r}"
         )
+    num = entry.get("num_samples")
+    if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num <= 0):
+        raise ConfigError(f"dataset '{name}' in {path}: num_samples must be a positive integer, not {num!r}")
     return entry
 
 
@@ -99,19 +118,14 @@ def check_kind(dataset_dir: Path, name: str, entry: dict[str, Any], kind: str) -
         )
 
 
+def dataset_source(dataset_dir: Path, name: str, info: dict[str, Any] | None = None) -> Source:
+    """Dataset `name`'s source made local (a file, a folder's files, a cached hub repo's files)."""
+    return resolve_source(dataset_dir, name, dataset_entry(dataset_dir, name, info))
+
+
 def dataset_files(dataset_dir: Path, name: str, info: dict[str, Any] | None = None) -> list[Path]:
-    """The data files of `name`: its file_name, or the .json / .jsonl files in that folder."""
-    path = Path(dataset_dir) / dataset_entry(dataset_dir, name, info)["file_name"]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
-        if not files:
-            raise DataError(f"dataset '{name}': folder {path} holds no .json or .jsonl files")
-        return files
-    if not path.is_file():
-        raise DataError(f"dataset '{name}': data file {path} does not exist")
-    if path.suffix not in FILE_SUFFIXES:
-        raise DataError(f"dataset '{name}': {path} is not a .json or .jsonl file")
-    return [path]
+    """The data files of `name` (see dataset_source)."""
+    return list(dataset_source(dataset_dir, name, info).files)
 
 
 def load_rows(
@@ -137,35 +151,94 @@ def has_response(row: dict[str, Any], kind: str) -> bool:
 
 
 def iter_rows(
-    dataset_dir: Path, name: str, max_samples: int | None = None, kind: str = "sft"
+    dataset_dir: Path,
+    name: str,
+    max_samples: int | None = None,
+    kind: str = "sft",
+    on_error: str = "error",
+    stats: RowStats | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location, normalized row) of dataset `name`, validated one by one as they are read.
 
-    At the end, rows with nothing to learn from (has_response: e.g. an empty response would teach
-    only the end-of-turn token) are an error when every row is one, else a warning with their count.
+    A bad row is an error naming its file and row; with on_error "skip" it is skipped and counted
+    in `stats` by reason (every row skipped is still an error: nothing to train on). At the end,
+    rows with nothing to learn from (has_response: e.g. an empty response would teach only the
+    end-of-turn token) are an error when every row is one, else a warning with their count.
     """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"data.on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+    stats = RowStats() if stats is None else stats
     info = load_dataset_info(dataset_dir)
     entry = dataset_entry(dataset_dir, name, info)
     check_kind(dataset_dir, name, entry, kind)
+    _note_ignored_columns(name, entry)
     convert = converter(entry, kind)
-    files = dataset_files(dataset_dir, name, info)
-    count, empty, first_empty = 0, 0, ""
+    files = list(resolve_source(dataset_dir, name, entry).files)
+    first_empty = ""
     for file in files:
-        if max_samples is not None and count >= max_samples:
+        if max_samples is not None and stats.kept >= max_samples:
             break
         for where, raw in _read_records(file):
-            if max_samples is not None and count >= max_samples:
+            if max_samples is not None and stats.kept >= max_samples:
                 break
-            if not isinstance(raw, dict):
-                raise DataError(f"{where}: expected an object, got {type(raw).__name__}")
-            row = convert(raw, where)
-            count += 1
+            stats.read += 1
+            try:
+                if isinstance(raw, Unreadable):
+                    raise DataError(str(raw))
+                if not isinstance(raw, dict):
+                    raise DataError(f"{where}: expected an object, got {type(raw).__name__}")
+                row = convert(raw, where)
+            except DataError as exc:
+                if on_error == "error":
+                    raise
+                stats.skip(_reason(str(exc), where), where)
+                continue
+            stats.kept += 1
             if not has_response(row, kind):
-                empty += 1
+                stats.empty += 1
                 first_empty = first_empty or where
             yield where, row
-    if empty:
-        _report_empty_responses(name, files, count, empty, first_empty, kind)
+    skipped = sum(stats.skipped.values())
+    if skipped and not stats.kept:
+        reasons = "; ".join(f"{n} x {r} (first: {stats.first[r]})" for r, n in stats.skipped.most_common(3))
+        raise DataError(
+            f"dataset '{name}': all {stats.read} rows were skipped as bad (data.on_error: skip): {reasons}"
+        )
+    if skipped:
+        log.warning(
+            "dataset '%s': skipped %d bad rows of %d (data.on_error: skip): %s",
+            name,
+            skipped,
+            stats.read,
+            "; ".join(f"{n} x {r}" for r, n in stats.skipped.most_common()),
+        )
+    if stats.empty:
+        _report_empty_responses(name, files, stats.kept, stats.empty, first_empty, kind)
+
+
+def _reason(message: str, where: str) -> str:
+    """An error message without its location and with numbers as N: rows with the same fault count
+    under one reason."""
+    if message.startswith(where):
+        message = message[len(where) :].lstrip(": ")
+    elif ": " in message:  # a file-level message names the file and line its own way
+        message = message.split(": ", 1)[1]
+    return re.sub(r"\b\d+\b", "N", message)
+
+
+_noted: set[str] = set()
+
+
+def _note_ignored_columns(name: str, entry: dict[str, Any]) -> None:
+    """images / videos / audios columns are for multimodal models: said once per dataset, not read."""
+    media = [c for c in MEDIA_COLUMNS if c in entry.get("columns", {})]
+    if media and name not in _noted:
+        _noted.add(name)
+        log.info(
+            "dataset '%s': columns %s are ignored (ftflow trains text-only models on each row's text)",
+            name,
+            ", ".join(media),
+        )
 
 
 def _report_empty_responses(
@@ -191,26 +264,3 @@ def _report_empty_responses(
         count,
         first,
     )
-
-
-def _read_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """(location, record) pairs; the location reads `file: row N` (.json) or `file: line N` (.jsonl)."""
-    if path.suffix == ".jsonl":
-        offset = 0
-        with path.open("rb") as handle:
-            for lineno, raw in enumerate(handle, start=1):
-                line = _decode(raw, path, lineno, offset)
-                offset += len(raw)
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: invalid JSON at line {lineno}: {exc.msg}") from exc
-                yield f"{path}: line {lineno}", record
-        return
-    records = _read_json(path)
-    if not isinstance(records, list):
-        raise DataError(f"{path}: a .json data file must hold a list of rows")
-    for index, record in enumerate(records):
-        yield f"{path}: row {index}", record

@@ -72,6 +72,7 @@ def fetch_dataset(cfg: PipelineConfig) -> Artifact:
     """Parse and validate every row of the configured datasets once (the first bad file or row fails,
     named) and keep them as Arrow train / eval splits in FTFLOW_HOME/datasets, shared by every job
     on the same data and selection."""
+    from ftcore.data.loader import RowStats
     from ftcore.data.processor import data_kind
     from ftcore.data.splits import write_splits
     from ftcore.steps.keys import dataset_fingerprints, fetch_dataset_key
@@ -86,7 +87,8 @@ def fetch_dataset(cfg: PipelineConfig) -> Artifact:
     if done is not None:
         return done
     with atomic_dir(out) as tmp:
-        counts = write_splits(cfg.data, dataset_dir, tmp, data_kind(cfg.train.stage))
+        report: dict[str, RowStats] = {}
+        counts = write_splits(cfg.data, dataset_dir, tmp, data_kind(cfg.train.stage), report)
         if not counts["train"]:
             raise ConfigError(f"data.dataset: {cfg.data.dataset} holds no training rows")
         artifact = Artifact(
@@ -103,6 +105,9 @@ def fetch_dataset(cfg: PipelineConfig) -> Artifact:
                 "eval_fingerprint": fingerprints["eval"],
                 "train_rows": counts["train"],
                 "eval_rows": counts["eval"],
+                # per dataset: rows read, kept, skipped by reason (data.on_error: skip)
+                "rows": {name: stats.as_dict() for name, stats in report.items()},
+                "skipped_rows": sum(sum(s.skipped.values()) for s in report.values()),
             },
         )
         write_manifest(tmp, artifact)

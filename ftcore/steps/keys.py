@@ -45,6 +45,10 @@ DATA_NOT_IN_PREPROCESS_KEY = {
     "max_samples",
     "val_size",
     "seed",
+    "mix_strategy",  # mixing, on_error: part of the fetched splits' fingerprints
+    "interleave_probs",
+    "on_error",
+    "streaming",  # the same tokenized rows, read in order by training (keyed in train_key)
 }
 
 
@@ -162,9 +166,12 @@ def distributed_key(cfg: PipelineConfig) -> dict[str, Any] | None:
 
 def train_key(cfg: PipelineConfig, model: Artifact, data: Artifact) -> str:
     """The weights depend on the train rows only: a new eval set or eval setting never retrains."""
+    config: dict[str, Any] = {"train": train_section(cfg), "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.data.streaming:  # rows in file order instead of shuffled: other batches, other weights
+        config["streaming"] = True
     return step_key(
         "train",
-        {"train": train_section(cfg), "trust_remote_code": cfg.model.trust_remote_code},
+        config,
         [
             model.fingerprint,
             data.metadata.get("train_fingerprint", data.fingerprint),

@@ -53,7 +53,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
     """
     import datasets
 
-    from ftcore.data.processor import ProcessContext, tokenize_split
+    from ftcore.data.processor import PROCESSORS, ProcessContext, data_kind, tokenize_split
     from ftcore.data.splits import save_split
     from ftcore.data.template import RESPONSE_ROLES, get_template
     from ftcore.modeling import load_tokenizer
@@ -70,7 +70,7 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
     if done is not None:
         return done
 
-    counts = {}
+    counts, dropped = {}, {}
     ctx = ProcessContext(tokenizer, template, cfg.data.cutoff_len, cfg.data)
     with atomic_dir(out) as tmp:
         for split in ("train", "eval"):
@@ -93,6 +93,8 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
                 )
             save_split(tokenized, tmp / split)
             counts[split] = len(tokenized)
+            if not PROCESSORS[data_kind(cfg.train.stage)].whole_batch:  # pt / kto rows are not 1:1
+                dropped[split] = len(rows) - len(tokenized)
             del tokenized
             shutil.rmtree(tmp / f".map-{split}", ignore_errors=True)
             if split == "eval":  # the rows evaluation answers: those that end on a reference reply
@@ -112,6 +114,8 @@ def preprocess(cfg: PipelineConfig, model: Artifact, dataset: Artifact) -> Artif
                 "eval_fingerprint": fingerprints["eval"],
                 "train_examples": counts["train"],
                 "eval_examples": counts["eval"],
+                # rows with no response token left within cutoff_len (logged as they are dropped)
+                "dropped_rows": dropped,
                 "cutoff_len": cfg.data.cutoff_len,
             },
         )

@@ -92,6 +92,11 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
         set_seed(cfg.train.seed)
         tokenizer = load_tokenizer(model.path, cfg.model.trust_remote_code)
         train_set = datasets.load_from_disk(str(Path(data.path) / "train"))
+        if cfg.data.streaming:  # read in order, from the row the checkpoint recorded
+            from ftcore.train.streaming import streamed_train_set
+
+            train_set, position = streamed_train_set(Path(data.path) / "train", cfg, resume_from)
+            callbacks.append(position)
         report_to, project = cfg.train.report_to, cfg.registry.experiment
         callbacks += tracker_callbacks(report_to, out, cfg.name, project)
         environment = tracker_environment(report_to, out, cfg.name, project)
