@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import env_cli, models_cli, ops_cli, promote_cli
+from flows import env_cli, models_cli, ops_cli, promote_cli, template_cli
 from ftcore.errors import FtflowError
 
 EXAMPLES = (
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     add_parsers(sub)  # ft serve, ft chat
     env_cli.add_parsers(sub)
     models_cli.add_parsers(sub)
+    template_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
     return parser
 
@@ -192,6 +193,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return ops_cli.handle(args)
     if args.command in models_cli.COMMANDS:
         return models_cli.handle(args)
+    if args.command in template_cli.COMMANDS:
+        _ftcore_to_stderr()
+        _quiet_libraries()
+        return template_cli.handle(args)
     if args.command == "env":
         _ftcore_to_stderr()
         return env_cli.handle(args)

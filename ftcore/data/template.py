@@ -78,11 +78,14 @@ class Template:
     verified_by: str | None = None
 
     def definition(self) -> dict[str, Any]:
-        """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes."""
+        """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes.
+        Switches added later count only when on, so older templates keep their keys."""
         keep = ("format_system", "format_user", "format_assistant", "bos", "default_system")
         keep += ("always_system", "trim_content", "thinking", "format_observation", "format_function")
-        keep += ("tool_format", "text_eos", "system_in_user", "efficient_eos")
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+        keep += ("tool_format", "text_eos")
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+        out.update({k: True for k in ("system_in_user", "efficient_eos") if getattr(self, k)})
+        return out
 
     def tools(self) -> ToolFormat:
         """This family's tool format; rows with tools or function calls need one."""
