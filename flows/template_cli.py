@@ -118,10 +118,11 @@ def _tokenizer(spec: str | None, template: Any) -> tuple[Any, str]:
         if spec.startswith("builtin:"):
             if spec[8:] not in BUILTINS:
                 raise ModelNotAvailableError(f"--tokenizer: unknown built-in '{spec}'")
-            return load_tokenizer(ensure_builtin(spec[8:])), spec
-        if not Path(spec).is_dir():
+            tokenizer = load_tokenizer(ensure_builtin(spec[8:]))
+        elif Path(spec).is_dir():
+            tokenizer = load_tokenizer(spec)
+        else:
             raise ModelNotAvailableError(f"--tokenizer {spec}: not a model folder")
-        tokenizer = load_tokenizer(spec)
         template.check_tokenizer(tokenizer)
         return tokenizer, spec
     own = [n for n, s in BUILTINS.items() if s.template == template.name]

@@ -76,7 +76,8 @@ def _same_text(template_name: str, tokenizer: Any, jinja: str) -> bool:
 
 
 def from_chat_template(model_dir: Path) -> TemplateChoice | None:
-    """The first template (in registry order) whose text the tokenizer's own chat_template renders."""
+    """The first template (verified ones first, by name) whose text the tokenizer's own chat_template
+    renders, with and without a system prompt."""
     from ftcore.modeling import load_tokenizer
 
     try:
@@ -86,7 +87,8 @@ def from_chat_template(model_dir: Path) -> TemplateChoice | None:
     jinja = getattr(tokenizer, "chat_template", None)
     if not isinstance(jinja, str) or not jinja:
         return None
-    for name in list_templates():
+    # verified templates first: an unverified one with the same text (gemma / gemma3) is the less sure
+    for name in sorted(list_templates(), key=lambda n: get_template(n).verified_by is None):
         if _same_text(name, tokenizer, jinja):
             return TemplateChoice(
                 name, f"the tokenizer's own chat_template renders exactly what '{name}' does"
