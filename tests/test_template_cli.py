@@ -58,7 +58,8 @@ def test_auto_model_type_then_tokenizer_chat_template(tmp_path: Path) -> None:
     for expected, (builtin, jinja) in cases.items():
         folder = _model_dir(tmp_path / expected, builtin, (OFFICIAL / jinja).read_text())
         choice = auto_template(folder, "someone/fine-tune")
-        assert choice.name == expected, (expected, choice)
+        # gemma2 and gemma3 write the same text: either encodes this model's conversations alike
+        assert get_template(choice.name).definition() == get_template(expected).definition(), choice
         assert "chat_template renders exactly" in choice.reason
 
 
