@@ -63,6 +63,22 @@ def test_auto_model_type_then_tokenizer_chat_template(tmp_path: Path) -> None:
         assert "chat_template renders exactly" in choice.reason
 
 
+def test_auto_phi_by_its_chat_template(tmp_path: Path) -> None:
+    """Phi-3.5 shares model_type phi3 with Phi-4(-mini): only its own template tells it (eos at the end)."""
+    from transformers import AutoTokenizer
+
+    from ftcore.builtin import ensure_builtin
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_builtin("tiny-llama"))
+    tokens = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": tokens, "eos_token": "<|endoftext|>"})
+    tokenizer.chat_template = (OFFICIAL / "phi3.5-mini-instruct.jinja").read_text()
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi3"}))
+    choice = auto_template(tmp_path, "someone/phi-3.5-tune")
+    assert choice.name == "phi" and "chat_template" in choice.reason
+
+
 def test_auto_refuses_clearly(tmp_path: Path) -> None:
     odd = "{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}\n{% endfor %}"
     folder = _model_dir(tmp_path / "odd", "tiny-qwen2", odd)
