@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import data_cli, env_cli, models_cli, ops_cli, promote_cli
+from flows import data_cli, env_cli, models_cli, ops_cli, promote_cli, template_cli
 from ftcore.errors import FtflowError
 
 EXAMPLES = (
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     env_cli.add_parsers(sub)
     models_cli.add_parsers(sub)
     data_cli.add_parsers(sub)
+    template_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
     return parser
 
@@ -197,6 +198,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _ftcore_to_stderr()
         _quiet_libraries()
         return data_cli.handle(args)
+    if args.command in template_cli.COMMANDS:
+        _ftcore_to_stderr()
+        _quiet_libraries()
+        return template_cli.handle(args)
     if args.command == "env":
         _ftcore_to_stderr()
         return env_cli.handle(args)

@@ -10,8 +10,7 @@ import pytest
 
 from ftcore.data import get_template, infer_template, list_templates
 from ftcore.errors import ConfigError, DataError
-
-OFFICIAL = Path(__file__).parent / "data" / "chat_templates"
+from tests.test_templates_more import VERIFIED as VERIFIED_MORE  # checked there, on their own tokenizer
 
 SINGLE = [
     {"role": "user", "content": "Reverse the letters of the word.\nstone"},
@@ -34,15 +33,44 @@ REASONING = [
 ]
 SYSTEM = "You answer in one line.  "
 
-# (our template, built-in model whose tokenizer renders it, official Jinja file)
-FAMILIES = {
-    "qwen": ("tiny-qwen2", "qwen2.5-instruct.jinja"),
-    "qwen2": ("tiny-qwen2", "qwen2-instruct.jinja"),
-    "qwen3": ("tiny-qwen3", "qwen3.jinja"),
-    "llama3": ("tiny-llama", "llama3-instruct.jinja"),
-    "llama3.1": ("tiny-llama", "llama3.1-instruct.jinja"),
+# Every template that names an official Jinja (verified_by) is checked here, on the tokenizer of its
+# family: a built-in tiny model's, or tiny-llama's with the family's special tokens added (Phi-3,
+# OpenChat: no built-in of their own). ministral, gemma2 and phi4 are checked on their built-ins in
+# tests/test_builtin_families.py. name -> (tokenizer, whether the official template takes a system
+# prompt that a training conversation keeps, extra apply_chat_template arguments)
+VERIFIED = {
+    "qwen": ("tiny-qwen2", True, {}),
+    "qwen2": ("tiny-qwen2", True, {}),
+    "qwen3": ("tiny-qwen3", True, {}),
+    "llama3": ("tiny-llama", True, {}),
+    "llama3.1": ("tiny-llama", True, {}),
+    "llama3.2": ("tiny-llama", True, {"date_string": "26 Jul 2024"}),
+    "llama3.3": ("tiny-llama", True, {}),
+    "llama2": ("tiny-mistral", True, {}),  # <s>, </s>, [INST] as tokens
+    "mistral_v0.1": ("tiny-mistral", False, {}),  # the official template raises on a system turn
+    "mixtral": ("tiny-mistral", False, {}),
+    "mistral_v0.2": ("tiny-mistral", True, {}),
+    "gemma3": ("tiny-gemma2", True, {}),
+    "phi": ("phi3", True, {}),
+    "openchat": ("openchat", True, {}),
 }
+IN_BUILTIN_FAMILIES = {"ministral", "gemma2", "phi4"}
+CHECKED_BELOW = {"qwen3_nothink"}  # test_qwen3_thinking_on_and_off
+ROOT = Path(__file__).parent.parent
 CONVERSATIONS = {"single": SINGLE, "multi": MULTI}
+# tiny-llama's tokenizer with a family's tokens added: (special tokens, eos)
+ADDED = {
+    "phi3": (["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"], "<|endoftext|>"),
+    "openchat": (["<|end_of_turn|>"], "<|end_of_turn|>"),
+}
+
+
+def _added(base, tokens: list[str], eos: str):
+    import copy
+
+    tokenizer = copy.deepcopy(base)
+    tokenizer.add_special_tokens({"additional_special_tokens": tokens, "eos_token": eos})
+    return tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +79,17 @@ def tokenizers():
 
     from ftcore.builtin import ensure_builtin
 
-    return {
+    loaded = {
         name: AutoTokenizer.from_pretrained(ensure_builtin(name))
-        for name in ("tiny-qwen2", "tiny-qwen3", "tiny-llama")
+        for name in ("tiny-qwen2", "tiny-qwen3", "tiny-llama", "tiny-mistral", "tiny-gemma2")
     }
+    for name, (tokens, eos) in ADDED.items():
+        loaded[name] = _added(loaded["tiny-llama"], tokens, eos)
+    # every template's tokens at once (eos </s>): for templates checked against themselves
+    every = {t for name in list_templates() for t in get_template(name).special_tokens}
+    every |= {t for name in list_templates() for t in get_template(name).stop_words}
+    loaded["all"] = _added(loaded["tiny-llama"], sorted(every | {"<s>", "</s>"}), "</s>")
+    return loaded
 
 
 def _render(tokenizer, jinja: str, messages, system=None, **kwargs) -> list[int]:
@@ -64,7 +99,7 @@ def _render(tokenizer, jinja: str, messages, system=None, **kwargs) -> list[int]
 
 
 def _official(name: str) -> str:
-    return (OFFICIAL / FAMILIES[name][1]).read_text()
+    return (ROOT / get_template(name).verified_by).read_text()
 
 
 def _ours(tokenizer, template, messages, system=None) -> list[int]:
@@ -75,17 +110,31 @@ def _ours(tokenizer, template, messages, system=None) -> list[int]:
     ]
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", VERIFIED)
 @pytest.mark.parametrize("conversation", CONVERSATIONS)
 @pytest.mark.parametrize("system", [None, SYSTEM], ids=["default-system", "system"])
 def test_encoding_matches_official_template(tokenizers, name, conversation, system):
-    tokenizer, template = tokenizers[FAMILIES[name][0]], get_template(name)
+    builtin, takes_system, kwargs = VERIFIED[name]
+    if system is not None and not takes_system:
+        pytest.skip(f"the official {name} template has no system turn")
+    tokenizer, template = tokenizers[builtin], get_template(name)
+    template.check_tokenizer(tokenizer)
     messages = CONVERSATIONS[conversation]
     official = _official(name)
-    assert _ours(tokenizer, template, messages, system) == _render(tokenizer, official, messages, system)
+    expected = _render(tokenizer, official, messages, system, **kwargs)
+    assert _ours(tokenizer, template, messages, system) == expected
     prompt = messages[:-1]
-    expected = _render(tokenizer, official, prompt, system, add_generation_prompt=True)
+    expected = _render(tokenizer, official, prompt, system, add_generation_prompt=True, **kwargs)
     assert template.encode_prompt(tokenizer, prompt, system) == expected
+
+
+def test_every_verified_template_is_checked():
+    """A template that claims an official Jinja is compared with it (here or on its built-in)."""
+    verified = {n for n in list_templates() if get_template(n).verified_by}
+    assert verified == set(VERIFIED) | IN_BUILTIN_FAMILIES | CHECKED_BELOW | set(VERIFIED_MORE)
+    for name in verified:
+        assert (ROOT / get_template(name).verified_by).is_file(), name
+    assert len(list_templates()) >= 30
 
 
 def test_qwen3_thinking_on_and_off(tokenizers):
@@ -114,14 +163,20 @@ def test_qwen3_thinking_on_and_off(tokenizers):
     assert tokenizer.convert_tokens_to_ids("<think>") in on_response
 
 
-@pytest.mark.parametrize("name", [*FAMILIES, "qwen3_nothink", "chatml"])
+@pytest.mark.parametrize("name", list_templates())
 def test_our_jinja_renders_our_ids(tokenizers, name):
     """The chat_template written into trained models renders exactly what training encoded."""
     template = get_template(name)
-    tokenizer = tokenizers[FAMILIES.get(name, ("tiny-qwen3" if "qwen3" in name else "tiny-qwen2",))[0]]
+    tokenizer = tokenizers["all"]
     jinja = template.chat_template()
     for messages in (SINGLE, MULTI, REASONING):
         for system in (None, SYSTEM):
+            text = "".join(p + r for p, r in template.render(tokenizer, messages, system))
+            full = ([{"role": "system", "content": system}] if system else []) + messages
+            rendered = tokenizer.apply_chat_template(full, tokenize=False, chat_template=jinja)
+            assert rendered == text + (tokenizer.eos_token if template.efficient_eos else "")
+            if name == "empty":  # no separators: words of adjacent turns merge into other tokens
+                continue
             assert _ours(tokenizer, template, messages, system) == _render(tokenizer, jinja, messages, system)
             prompt = messages[:-1]
             rendered = _render(tokenizer, jinja, prompt, system, add_generation_prompt=True)
@@ -182,7 +237,7 @@ def test_preprocess_refuses_a_template_of_another_family(tmp_path: Path) -> None
 
 
 def test_response_segment_ends_with_stop_token(tokenizers):
-    for name, (builtin, _) in FAMILIES.items():
+    for name, (builtin, _, _) in VERIFIED.items():
         tokenizer, template = tokenizers[builtin], get_template(name)
         stops = template.stop_token_ids(tokenizer)
         for _, response in template.encode_multiturn(tokenizer, MULTI):
@@ -238,3 +293,48 @@ def test_infer_template_from_model_type(tmp_path: Path):
     _tokenizer_files(tmp_path, llama_dir, _official("llama3.1"))
     assert infer_template(tmp_path) == "llama3.1"
     assert infer_template(tmp_path / "missing") is None
+
+
+# Templates without an official Jinja: their exact text, as LLaMA-Factory writes them.
+TEXTS = {
+    "alpaca": "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\nhi\n\n### Response:\nho</s>\n\n",
+    "vicuna": "A chat between a curious user and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the user's questions.USER: hi ASSISTANT:ho</s>",
+    "default": "Human: hi</s>\nAssistant:ho</s>\n",
+    "empty": "hiho",
+    "zephyr": "<|system|>\nYou are Zephyr, a helpful assistant.</s><|user|>\nhi</s><|assistant|>\nho</s>",
+    "mistral": "<s>[INST] hi[/INST] ho</s>",
+    "openchat-3.6": "<|begin_of_text|><|start_header_id|>GPT4 Correct User<|end_header_id|>\n\nhi<|eot_id|>"
+    "<|start_header_id|>GPT4 Correct Assistant<|end_header_id|>\n\nho<|eot_id|>",
+}
+
+
+@pytest.mark.parametrize("name", TEXTS)
+def test_unverified_template_text(tokenizers, name):
+    template = get_template(name)
+    assert template.verified_by is None
+    text = "".join(
+        p + r
+        for p, r in template.render(
+            tokenizers["all"], [SINGLE[0] | {"content": "hi"}, SINGLE[1] | {"content": "ho"}]
+        )
+    )
+    assert text == TEXTS[name]
+
+
+def test_system_in_user_and_generic_eos(tokenizers):
+    """Llama 2 / Gemma put the system block inside the first user turn; {eos_token} is the model's."""
+    tokenizer = tokenizers["tiny-mistral"]
+    ((prompt, response),) = get_template("llama2").render(tokenizer, SINGLE, "Be brief.")
+    assert (
+        prompt.startswith("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nReverse") and response == " enots </s>"
+    )
+    ((prompt, _),) = get_template("gemma3").render(tokenizer, SINGLE, "Be brief.")
+    assert prompt.startswith("<bos><start_of_turn>user\nBe brief.\n\nReverse")
+    ((_, response),) = get_template("alpaca").render(tokenizers["phi3"], SINGLE)
+    assert response == "enots<|endoftext|>\n\n"
+    # efficient_eos: one eos after the last reply, trained
+    pairs = get_template("phi").encode_multiturn(tokenizers["phi3"], MULTI)
+    eos = tokenizers["phi3"].eos_token_id
+    assert pairs[-1][1][-1] == eos and all(eos not in r for _, r in pairs[:-1])

@@ -62,7 +62,9 @@ class DataConfig(Section):
         0.0, ge=0.0, lt=1.0, description="Fraction of the training rows held out when eval_dataset is empty."
     )
     template: str | None = Field(
-        None, description="Chat template name (qwen, llama3, ...); defaults to the model's own."
+        None,
+        description="Chat template name (qwen, llama3, ...; `ft template list`); unset or `auto`: the "
+        "model's own (built-in, catalogue entry, config.json model_type, else its tokenizer's template).",
     )
     cutoff_len: int = Field(1024, gt=8, description="Maximum tokens per example after templating.")
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")

@@ -10,6 +10,7 @@ compare the ids with Template.encode_multiturn / encode_prompt.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 from ftcore.data.tools import TOOL_JINJA
@@ -23,11 +24,20 @@ def _lit(value: str | None) -> str:
     return "none" if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _fill(pattern: str, expr: str, trim: bool) -> str:
+def _text(value: str) -> str:
+    """A literal in which {bos_token} / {eos_token} become the tokenizer's (Jinja variables)."""
+    parts = re.split(r"\{(bos_token|eos_token)\}", value)
+    out = [_lit(p) if i % 2 == 0 else p for i, p in enumerate(parts) if p or i % 2]
+    return " + ".join(out) or "''"
+
+
+def _fill(pattern: str, expr: str, trim: bool, lead: str | None = None) -> str:
     before, after = pattern.split("{content}")
     content = f"(({expr}) | trim)" if trim else f"({expr})"
-    parts = [_lit(before)] if before else []
-    parts += [content] + ([_lit(after)] if after else [])
+    if lead:
+        content = f"({lead}) + {content}"
+    parts = [_text(before)] if before else []
+    parts += [content] + ([_text(after)] if after else [])
     return " + ".join(parts)
 
 
@@ -49,12 +59,18 @@ def render_jinja(template: Template) -> str:
         system_tools, calls = TOOL_JINJA[t.tool_format]
         lines.append(f"{{%- if tools is defined and tools -%}}{system_tools}{{%- endif -%}}")
     if t.bos:
-        lines.append(f"{{{{- {_lit(t.bos)} -}}}}")
+        lines.append(f"{{{{- {_text(t.bos)} -}}}}")
     condition = "true" if t.always_system else "system"
     system_expr = "system or ''"
-    lines += [
-        f"{{%- if {condition} -%}}{{{{- {_fill(t.format_system, system_expr, trim)} -}}}}{{%- endif -%}}",
-    ]
+    lead = None
+    if t.system_in_user:  # the system block opens the first user turn, untrimmed
+        block = _fill(t.format_system, system_expr, False)
+        lines.append(f"{{%- set lead = ({block}) if {condition} else '' -%}}")
+        lead = "lead if loop.first else ''"
+    else:
+        lines.append(
+            f"{{%- if {condition} -%}}{{{{- {_fill(t.format_system, system_expr, trim)} -}}}}{{%- endif -%}}"
+        )
     if think:
         default = "true" if think.enabled else "false"
         lines.append(f"{{%- set thinking = enable_thinking if enable_thinking is defined else {default} -%}}")
@@ -63,9 +79,9 @@ def render_jinja(template: Template) -> str:
         "  {%- set content = message['content'] or '' -%}",
         "  {%- if message['role'] in prompt_roles -%}",
         "    {%- if message['role'] == 'user' -%}",
-        f"      {{{{- {_fill(t.format_user, 'content', trim)} -}}}}",
+        f"      {{{{- {_fill(t.format_user, 'content', trim, lead)} -}}}}",
         "    {%- else -%}",
-        f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim)} -}}}}",
+        f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim, lead)} -}}}}",
         "    {%- endif -%}",
     ]
     if think:
@@ -111,6 +127,6 @@ def render_jinja(template: Template) -> str:
     if t.efficient_eos:  # after a conversation that ends with a reply, as training encoded it
         lines.append(
             "{%- if turns and turns[-1]['role'] == 'assistant' and not add_generation_prompt -%}"
-            f"{{{{- {_lit(t.efficient_eos)} -}}}}{{%- endif -%}}"
+            f"{{{{- {_text(t.efficient_eos)} -}}}}{{%- endif -%}}"
         )
     return "\n".join(lines)

@@ -75,14 +75,20 @@ class Template:
     format_function: str | None = None
     tool_format: str | None = None
     text_eos: str | None = None
+    system_in_user: bool = False
     efficient_eos: str | None = None
+    family: str | None = None
+    verified_by: str | None = None
 
     def definition(self) -> dict[str, Any]:
-        """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes."""
+        """Everything that decides encoded ids (not the name): what a tokenized-data cache key hashes.
+        Switches added later count only when on, so older templates keep their keys."""
         keep = ("format_system", "format_user", "format_assistant", "bos", "default_system")
         keep += ("always_system", "trim_content", "thinking", "format_observation", "format_function")
-        keep += ("tool_format", "text_eos", "efficient_eos")
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+        keep += ("tool_format", "text_eos")
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+        out.update({k: getattr(self, k) for k in ("system_in_user", "efficient_eos") if getattr(self, k)})
+        return out
 
     def tools(self) -> ToolFormat:
         """This family's tool format; rows with tools or function calls need one."""
@@ -94,12 +100,13 @@ class Template:
             )
         return TOOL_FORMATS[self.tool_format]
 
-    def _prompt_turn(self, message: dict[str, str]) -> str:
-        """A user turn, or a tool result (observation), each followed by the assistant header."""
+    def _prompt_turn(self, message: dict[str, str], lead: str = "") -> str:
+        """A user turn, or a tool result (observation), each followed by the assistant header;
+        `lead` (the system block of a system_in_user template) goes before the first one's content."""
         if message["role"] == "observation":
             self.tools()
-            return self._fill(self.format_observation or self.format_user, message["content"])
-        return self._fill(self.format_user, message["content"])
+            return self._fill(self.format_observation or self.format_user, message["content"], lead)
+        return self._fill(self.format_user, message["content"], lead)
 
     def _response_turn(self, role: str, content: str, reasoning: str | None = None) -> str:
         """An assistant reply; a function_call turn is written as the family's tool-call text.
@@ -113,19 +120,49 @@ class Template:
             content = t.open + reasoning.strip("\n") + t.close + content.lstrip("\n")
         return self._fill(pattern, content)
 
-    def _fill(self, pattern: str, content: str) -> str:
+    def _fill(self, pattern: str, content: str, lead: str = "") -> str:
         # str.replace, not str.format: contents may hold braces.
-        return pattern.replace("{content}", content.strip() if self.trim_content else content)
+        return pattern.replace("{content}", lead + (content.strip() if self.trim_content else content))
 
-    def _prefix(self, system: str | None, tools: str | None = None) -> str:
-        """bos plus the system turn; no (or an empty) system prompt means the template's default,
-        as in LLaMA-Factory (datasets often write "system": "" for none). Tools are described in
-        the system turn, in the family's own words."""
+    def _system_turn(self, system: str | None, tools: str | None) -> str:
+        """The filled system turn; no (or an empty) system prompt means the template's default, as
+        in LLaMA-Factory (datasets often write "system": "" for none). Tools are described in the
+        system turn, in the family's own words."""
         system = system or self.default_system
         if tools:
             system = self.tools().system(system or "", tools)
-        turn = self._fill(self.format_system, system or "") if system or self.always_system else ""
+        if not (system or self.always_system):
+            return ""
+        if self.system_in_user:  # untrimmed, like Gemma 3's and Llama 2's first_user_prefix
+            return self.format_system.replace("{content}", system or "")
+        return self._fill(self.format_system, system or "")
+
+    def _prefix(self, system: str | None, tools: str | None = None) -> str:
+        """bos plus the system turn (unless it goes inside the first user turn)."""
+        turn = "" if self.system_in_user else self._system_turn(system, tools)
         return (self.bos or "") + turn
+
+    def _lead(self, system: str | None, tools: str | None) -> str:
+        """system_in_user (Llama 2, Gemma, Mistral): the system block that opens the first user
+        turn's content, as LLaMA-Factory's Llama2Template and the official templates write it."""
+        return self._system_turn(system, tools) if self.system_in_user else ""
+
+    def bind(self, tokenizer: PreTrainedTokenizerBase) -> Template:
+        """This template with {bos_token} / {eos_token} replaced by the tokenizer's (generic
+        templates such as alpaca or default write the model's own eos)."""
+        fields = ("bos", "format_system", "format_user", "format_assistant")
+        fields += ("format_observation", "format_function", "efficient_eos")
+        if not any("_token}" in (getattr(self, f) or "") for f in fields):
+            return self
+        values = {"{bos_token}": tokenizer.bos_token or "", "{eos_token}": tokenizer.eos_token or ""}
+        changes = {}
+        for name in fields:
+            text = getattr(self, name)
+            if text:
+                for key, value in values.items():
+                    text = text.replace(key, value)
+                changes[name] = text
+        return dataclasses.replace(self, **changes)
 
     def _segments(
         self, messages: list[dict[str, str]], system: str | None, final_answer: bool, tools: str | None = None
@@ -143,7 +180,10 @@ class Template:
     ) -> list[tuple[str, str]]:
         pairs = []
         for i in range(0, len(messages), 2):
-            prompt = (self._prefix(system, tools) if i == 0 else "") + self._prompt_turn(messages[i])
+            first = i == 0
+            prompt = (self._prefix(system, tools) if first else "") + self._prompt_turn(
+                messages[i], self._lead(system, tools) if first else ""
+            )
             role, content = messages[i + 1]["role"], messages[i + 1]["content"]
             if self.thinking is None:
                 pairs.append((prompt, self._response_turn(role, content)))
@@ -164,12 +204,27 @@ class Template:
         tools: str | None = None,
     ) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, response ids) per turn (user or observation, then assistant or function
-        call); the first prompt carries bos + system (+ the tool list)."""
+        call); the first prompt carries bos + system (+ the tool list) and the last response ends
+        with efficient_eos when the template has one."""
         _check_roles(messages, final=RESPONSE_ROLES)
-        return [
+        bound = self.bind(tokenizer)
+        pairs = [
             (_encode(tokenizer, prompt), _encode(tokenizer, response))
-            for prompt, response in self._segments(messages, system, final_answer=True, tools=tools)
+            for prompt, response in bound._segments(messages, system, final_answer=True, tools=tools)
         ]
+        return pairs
+
+    def render(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        messages: list[dict[str, str]],
+        system: str | None = None,
+        tools: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """(prompt text, response text) per turn: what encode_multiturn tokenizes, for showing a
+        user exactly what is trained."""
+        _check_roles(messages, final=RESPONSE_ROLES)
+        return self.bind(tokenizer)._segments(messages, system, final_answer=True, tools=tools)
 
     def encode_oneturn(
         self,
@@ -193,13 +248,17 @@ class Template:
         """History + the final user (or observation) turn + the generation prompt: the input for
         generating a reply."""
         _check_roles(messages, final=PROMPT_ROLES)
-        history = self._segments(messages[:-1], system, final_answer=False, tools=tools)
+        bound = self.bind(tokenizer)
+        history = bound._segments(messages[:-1], system, final_answer=False, tools=tools)
         ids = [
             i
             for prompt, response in history
             for i in _encode(tokenizer, prompt) + _encode(tokenizer, response)
         ]
-        last = (self._prefix(system, tools) if len(messages) == 1 else "") + self._prompt_turn(messages[-1])
+        only = len(messages) == 1
+        last = (bound._prefix(system, tools) if only else "") + bound._prompt_turn(
+            messages[-1], bound._lead(system, tools) if only else ""
+        )
         if self.thinking is not None and not self.thinking.enabled:
             last += self.thinking.empty
         return ids + _encode(tokenizer, last)
@@ -209,7 +268,8 @@ class Template:
         efficient_eos."""
         self.check_tokenizer(tokenizer)
         ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        words = self.stop_words + ([self.efficient_eos] if self.efficient_eos else [])
+        eos = self.bind(tokenizer).efficient_eos  # "{eos_token}" means the tokenizer's own
+        words = self.stop_words + ([eos] if eos else [])
         ids += [tokenizer.convert_tokens_to_ids(word) for word in words]
         return list(dict.fromkeys(ids))
 
@@ -219,7 +279,7 @@ class Template:
         missing = [
             tok
             for tok in dict.fromkeys(self.special_tokens + self.stop_words + [self.efficient_eos or ""])
-            if tok and not _single(tokenizer, tok)
+            if tok and tok != "{eos_token}" and not _single(tokenizer, tok)
         ]
         if missing:
             listed = ", ".join(missing)

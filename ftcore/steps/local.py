@@ -34,7 +34,7 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
     from ftcore.steps.fetch import fetch_dataset
     from ftcore.train.distributed import check_distributed
 
-    if cfg.data.template:
+    if cfg.data.template and cfg.data.template != "auto":
         get_template(cfg.data.template)
     source, name, _ = parse_ref(cfg.model.name_or_path, cfg.model.revision)
     if source == "builtin":

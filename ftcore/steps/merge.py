@@ -52,7 +52,7 @@ def merge(
     done = reuse(out, key, "merge")
     if done is not None:
         return done
-    lineage["template"] = lineage["template"] or cfg.data.template
+    lineage["template"] = lineage["template"] or (cfg.data.template if cfg.data.template != "auto" else None)
     card = {
         **lineage,
         "adapter_path": trained.path,

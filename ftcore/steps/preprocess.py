@@ -19,19 +19,23 @@ from ftcore.steps.common import reuse
 from ftcore.steps.keys import preprocess_key, tokenized_fingerprints
 
 log = logging.getLogger("ftcore.steps")
+AUTO = "auto"  # data.template: infer it from the model (as when unset)
 
 
 def resolve_template(cfg: PipelineConfig, model: Artifact) -> str:
-    """data.template when given, else the model's own (built-in marker or config.json model_type);
-    with data.enable_thinking false, a reasoning template's thinking-off variant."""
+    """data.template when given, else (unset or `auto`) the model's own, found and logged by
+    ftcore.data.template_auto; with data.enable_thinking false, a reasoning template's thinking-off
+    variant."""
     from ftcore.data.template import get_template, list_templates
+    from ftcore.data.template_auto import auto_template
 
-    name = cfg.data.template or model.metadata.get("template")
-    if not name:
-        raise ConfigError(
-            f"data.template is not set and no template is known for model '{model.metadata.get('ref')}': "
-            "set data.template (e.g. qwen, llama3, chatml)"
+    name = cfg.data.template
+    if name in (None, AUTO):
+        choice = auto_template(model.path, model.metadata.get("ref"))
+        log.info(
+            "[preprocess] data.template %s: '%s', because %s", name or "unset", choice.name, choice.reason
         )
+        name = choice.name
     template = get_template(name)  # unknown names fail here, naming the template
     if cfg.data.enable_thinking is False and template.thinking is not None and template.thinking.enabled:
         # LLaMA-Factory's enable_thinking: false on a reasoning template is its thinking-off variant,
