@@ -252,6 +252,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~4 min idle: 3 trainings, 2 of them 2-process groups (each start is slow)
 @pytest.mark.usefixtures("prefect_local")
 def test_a_killed_launcher_leaves_no_rank_and_the_prefect_flow_resumes_the_run(
     tmp_path: Path, reference
