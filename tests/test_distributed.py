@@ -299,7 +299,7 @@ def test_a_killed_launcher_leaves_no_rank_and_the_prefect_flow_resumes_the_run(
 
     result = finetune(cfg)  # in-process Prefect flow: its train task launches torchrun again
     row = next(r for r in result["summary"] if r["step"] == "train")
-    assert row["state"] == "Completed" and row["path"] == str(out)
+    assert row["state"] == "Completed" and Path(row["path"]).parent == out
     resumed = read_manifest(out)
     assert resumed is not None and resumed.metadata["resumed_from"] == str(checkpoint)
     assert resumed.metadata["global_step"] == STEPS and resumed.metadata["processes"] == 2
