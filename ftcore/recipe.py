@@ -28,7 +28,8 @@ VIEW_STEP = "recipe_input"
 # fields where an upstream job's base model stands in faithfully for its merged model (same kind of
 # model: a causal LM with the same tokenizer) when a recipe is checked before anything runs; a job
 # with another reference (a reward model, an adapter, a registry version) is checked when it starts
-STAND_IN_FIELDS = ("model.name_or_path", "train.pref.ref_model")
+# (a reward model is not loaded by preflight: any stand-in lets the rest of a ppo job be checked)
+STAND_IN_FIELDS = ("model.name_or_path", "train.pref.ref_model", "train.rl.reward_model")
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -101,7 +102,9 @@ def _value(recipe: Recipe, ref: JobRef, outputs: dict[str, dict[str, Artifact]])
 def weights_view(upstream: PipelineConfig, merged: Artifact) -> Path:
     """The merged model without its docs, hard-linked (copied across file systems) into the upstream
     job's workdir as `recipe_input-<weights key>`: same bytes, and file times that change only with
-    the weights. Made once per weights key; ftflow wrote the folder, so it may replace it."""
+    the weights. Made once per weights key; a folder at that place that ftflow did not make (it has
+    no manifest) is refused, never replaced."""
+    from ftcore.outputs import claim_output_dir
     from ftcore.steps.common import reuse
 
     key = merged.metadata["weights_key"]
@@ -110,6 +113,8 @@ def weights_view(upstream: PipelineConfig, merged: Artifact) -> Path:
     if done is not None:
         return out
     source = Path(merged.path)
+    # a folder there that ftflow did not make (no manifest: not a view) is the user's: refused, kept
+    claim_output_dir(out, f"recipe hand-over of job {upstream.name!r}")
     with atomic_dir(out) as tmp:
         for file in sorted(source.rglob("*")):
             rel = file.relative_to(source)

@@ -1,6 +1,7 @@
 """Many processes: the launch command, the config-time errors, and (slow) real 2-process training on
 CPU with gloo. DDP and FSDP must follow the same loss trajectory as one process with twice the
-gradient accumulation, and a 2-process run killed after a checkpoint resumes through `ft train`.
+gradient accumulation, and a 2-process run whose launcher is killed after a checkpoint leaves no
+rank behind and resumes through the Prefect finetune flow (its train task launches torchrun too).
 
 Why the trajectories can match: the Trainer's dataloader goes through accelerate, which gives every
 rank the same seeded sampler (SeedableRandomSampler, data_seed) and deals the batches it yields round
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from ftcore import steps
@@ -244,9 +243,28 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-def test_a_killed_two_process_run_resumes_through_ft_train(tmp_path: Path, reference) -> None:
-    cfg = _config(tmp_path / "job", *TWO)
+@pytest.mark.timeout(1800)  # ~4 min idle: 3 trainings, 2 of them 2-process groups (each start is slow)
+@pytest.mark.usefixtures("prefect_local")
+def test_a_killed_launcher_leaves_no_rank_and_the_prefect_flow_resumes_the_run(
+    tmp_path: Path, reference
+) -> None:
+    """SIGKILL torchrun after a checkpoint: both ranks follow it (die_with_parent), none is left. The
+    finetune flow's train task then launches the same 2-process group and resumes from the checkpoint
+    to the state an uninterrupted run reaches."""
+    from flows.finetune import finetune
+
+    cfg = _config(
+        tmp_path / "job", *TWO, "eval.enabled=false", "registry.enabled=false", "export.merge=false"
+    )
     model, data = prepared_inputs(cfg)
     out = step_dir(cfg, "train", train_key(cfg, model, data), cfg.train.output_dir)
     failure: list[BaseException] = []
@@ -259,35 +277,29 @@ def test_a_killed_two_process_run_resumes_through_ft_train(tmp_path: Path, refer
 
     thread = threading.Thread(target=run)
     thread.start()
-    killed = None
+    ranks: list[int] = []
     deadline = time.monotonic() + 600
     while thread.is_alive() and time.monotonic() < deadline:
         if last_complete_checkpoint(out / "checkpoints") is not None:
-            ranks = _children(int(holder(out)["worker"]))  # torchrun's workers
-            killed = max(ranks)
-            os.kill(killed, signal.SIGKILL)  # one rank dies; torchrun stops the other
+            launcher = int(holder(out)["worker"])
+            ranks = _children(launcher)
+            os.kill(launcher, signal.SIGKILL)  # no clean stop: its ranks must notice on their own
             break
         time.sleep(0.02)
     thread.join()
-    assert killed is not None and len(ranks) == 2
+    assert len(ranks) == 2, ranks
     assert failure and isinstance(failure[0], TrainingProcessError), failure
+    gone = time.monotonic() + 30  # the ranks' parent watch polls every second; gloo then fails fast
+    while any(_alive(pid) for pid in ranks) and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert not [pid for pid in ranks if _alive(pid)], "a rank outlived its killed launcher"
     assert read_manifest(out) is None, "the kill must land before the end of training"
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     assert checkpoint is not None and int(checkpoint.name.split("-")[1]) < STEPS
 
-    # the same job through the CLI (what a user and the Prefect task run): it resumes and finishes
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "train", str(path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = finetune(cfg)  # in-process Prefect flow: its train task launches torchrun again
+    row = next(r for r in result["summary"] if r["step"] == "train")
+    assert row["state"] == "Completed" and Path(row["path"]).parent == out
     resumed = read_manifest(out)
     assert resumed is not None and resumed.metadata["resumed_from"] == str(checkpoint)
     assert resumed.metadata["global_step"] == STEPS and resumed.metadata["processes"] == 2

@@ -16,7 +16,7 @@ from tests.helpers import REPO
 
 
 def _job(model: str = "builtin:tiny-qwen2", dataset: str = "demo_alpaca", **train: Any) -> dict[str, Any]:
-    """A quick sft job: 32 rows, 4 steps, no evaluation, no registry."""
+    """A quick sft job: 32 rows, 4 steps, no evaluation, no registry, no MLflow run."""
     return {
         "model": {"name_or_path": model},
         "data": {
@@ -31,6 +31,7 @@ def _job(model: str = "builtin:tiny-qwen2", dataset: str = "demo_alpaca", **trai
             "learning_rate": 5e-3,
             "per_device_train_batch_size": 8,
             "lora": {"rank": 8},
+            "report_to": ["none"],
             **train,
         },
         "eval": {"enabled": False},
@@ -62,6 +63,27 @@ def test_shipped_recipe_loads_with_its_references() -> None:
     assert [cfg.registry.model_name for cfg in recipe.jobs.values()] == names
     assert is_recipe(REPO / "configs" / "recipes" / "sft_then_sft.yaml")
     assert not is_recipe(REPO / "configs" / "quickstart.yaml")
+
+
+def test_every_shipped_recipe_is_a_checked_plan(tmp_path: Path) -> None:
+    """Each configs/recipes/*.yaml: references resolve to artifacts their jobs make, and every job
+    (ppo's reward model stood in for) passes its preflight: data, template, model refs."""
+    from ftcore.recipe import check_recipe, stand_in_config
+
+    shipped = sorted((REPO / "configs" / "recipes").glob("*.yaml"))
+    assert {p.stem for p in shipped} >= {"sft_then_dpo", "sft_rm_ppo", "sft_then_grpo", "sft_then_sft"}
+    for path in shipped:
+        recipe = load_recipe(path, [f"workdir={tmp_path / path.stem}"])
+        check_recipe(recipe)
+        assert all(stand_in_config(recipe, job) is not None for job in recipe.jobs), path.name
+    ppo = load_recipe(REPO / "configs" / "recipes" / "sft_rm_ppo.yaml")
+    assert [(r.job, r.field, r.target) for r in ppo.refs_of("ppo")] == [
+        ("ppo", "model.name_or_path", "sft"),
+        ("ppo", "train.rl.reward_model", "rm"),
+    ]
+    dpo = load_recipe(REPO / "configs" / "recipes" / "sft_then_dpo.yaml", ["jobs.dpo.train.pref.beta=0.2"])
+    assert dpo.jobs["dpo"].train.pref.beta == 0.2 and dpo.downstream("dpo") == ["dpo"]
+    assert not (tmp_path / "sft_then_dpo" / "sft").exists()  # checked, nothing trained
 
 
 @pytest.mark.parametrize(
@@ -202,30 +224,30 @@ def _states(result: dict, job: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # ~3 min on an idle machine; each training worker starts in 80 s under load
+@pytest.mark.timeout(2400)  # ~4 min idle (5 trainings); 24 min under load 15 (workers start slowly)
 @pytest.mark.usefixtures("prefect_local")
-def test_three_job_recipe_runs_and_reruns_only_what_changed(tmp_path: Path) -> None:
+def test_sft_dpo_sft_recipe_reruns_only_the_changed_job_and_what_follows(tmp_path: Path) -> None:
+    """sft -> dpo (the sft model as start and as frozen reference) -> sft on the dpo model, as one
+    Prefect flow; then a new dpo beta: sft comes from cache, dpo and the job after it run again."""
     from flows.recipe import recipe
 
+    dpo = _job("job:sft", dataset="dpo_en_demo", stage="dpo", pref={"beta": 0.1, "ref_model": "job:sft"})
     path = _write(
         tmp_path / "chain.yaml",
         {
             "name": "chain",
             "workdir": str(tmp_path / "runs"),
-            "jobs": {
-                "first": _job(),
-                "second": _job("job:first", dataset="identity"),
-                "third": _job("job:second", dataset="demo_sharegpt"),
-            },
+            "jobs": {"sft": _job(), "dpo": dpo, "polish": _job("job:dpo", dataset="identity")},
         },
     )
     steps = ["fetch_model", "fetch_dataset", "preprocess", "train", "merge"]
     first = recipe(str(path))
-    for job in ("first", "second", "third"):
+    for job in ("sft", "dpo", "polish"):
         assert _states(first, job) == dict.fromkeys(steps, "Completed"), job
+    art = {job: first["jobs"][job]["artifacts"] for job in ("sft", "dpo", "polish")}
+    assert art["dpo"]["trained"]["metadata"]["objective"] == "dpo"
     # each job trained from the previous job's merged weights (hard links of the same files)
-    art = {job: first["jobs"][job]["artifacts"] for job in ("first", "second", "third")}
-    for up, down in (("first", "second"), ("second", "third")):
+    for up, down in (("sft", "dpo"), ("dpo", "polish")):
         fetched = Path(art[down]["model"]["path"])
         assert fetched.parent == (tmp_path / "runs" / up).resolve() and fetched.name.startswith(
             "recipe_input-"
@@ -234,16 +256,19 @@ def test_three_job_recipe_runs_and_reruns_only_what_changed(tmp_path: Path) -> N
         assert weights.stat().st_ino == (Path(art[up]["merged"]["path"]) / weights.name).stat().st_ino
         assert art[down]["merged"]["metadata"]["base_model_ref"] == str(fetched)
 
-    # a setting of the last job: only its training and what follows run again
-    again = recipe(str(path), ["jobs.third.train.learning_rate=2e-3"])
-    assert _states(again, "first") == dict.fromkeys(steps, "Cached")
-    assert _states(again, "second") == dict.fromkeys(steps, "Cached")
-    assert _states(again, "third") == {
+    # the dpo beta: sft from cache; dpo trains again (its inputs cached), polish takes the new model
+    again = recipe(str(path), ["jobs.dpo.train.pref.beta=0.5"])
+    assert _states(again, "sft") == dict.fromkeys(steps, "Cached")
+    assert _states(again, "dpo") == {
         **dict.fromkeys(["fetch_model", "fetch_dataset", "preprocess"], "Cached"),
         "train": "Completed",
         "merge": "Completed",
     }
-    assert again["jobs"]["third"]["artifacts"]["merged"]["path"] != art["third"]["merged"]["path"]
+    assert _states(again, "polish")["fetch_model"] == "Completed"
+    assert _states(again, "polish")["train"] == "Completed"
+    assert _states(again, "polish")["merge"] == "Completed"
+    for job in ("dpo", "polish"):
+        assert again["jobs"][job]["artifacts"]["merged"]["path"] != art[job]["merged"]["path"], job
 
     # the recipe's card in the Prefect UI: per job, steps run and steps from cache
     from prefect.client.orchestration import get_client
@@ -253,7 +278,7 @@ def test_three_job_recipe_runs_and_reruns_only_what_changed(tmp_path: Path) -> N
         cards = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["chain-recipe"]))
         )
-    assert any("| third | model.name_or_path = job:second/merged | 2 | 3 |" in card.data for card in cards)
+    assert any("| sft | - | 0 | 5 |" in card.data for card in cards)
 
 
 def test_deployment_parameter_reloads_as_the_same_recipe(
@@ -290,3 +315,43 @@ def test_config_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture) -
     assert shown["jobs"]["polish"]["model"]["name_or_path"] == "job:identity"
     assert shown["jobs"]["polish"]["train"]["learning_rate"] == 1e-3
     assert shown["jobs"]["general"]["data"]["dataset"] == ["demo_alpaca"]
+
+
+def test_hand_over_and_reward_cache_never_replace_a_folder_ftflow_did_not_make(
+    tmp_path: Path, tiny_qwen2: Path
+) -> None:
+    """The recipe's weights view and the reward model download cache rename a finished folder into
+    place: where that place already holds someone else's files, they are refused and kept."""
+    from mlflow import MlflowClient
+
+    from ftcore.artifacts import Artifact
+    from ftcore.config import load_config
+    from ftcore.recipe import VIEW_STEP, weights_view
+    from ftcore.train.rewards import cache_folder_name, resolve_reward_model
+
+    upstream = load_config({"name": "up", "workdir": str(tmp_path / "up")})
+    merged = Artifact(
+        kind="merged", path=str(tiny_qwen2), fingerprint="f", metadata={"weights_key": "k" * 64}
+    )
+    mine = upstream.workdir_path / f"{VIEW_STEP}-{'k' * 12}"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"recipe hand-over of job 'up': .* ftflow did not write"):
+        weights_view(upstream, merged)
+    assert (mine / "notes.txt").read_text() == "mine" and not (mine / "config.json").exists()
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    client.create_registered_model("team rm")
+    version = client.create_model_version("team rm", source=str(tiny_qwen2))
+    client.set_registered_model_alias("team rm", "champion", version.version)
+    cache = tmp_path / "train" / "reward_model"
+    theirs = cache / cache_folder_name("team rm") / str(version.version)
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("theirs")
+    with pytest.raises(ConfigError, match=r"train\.rl\.reward_model \(download cache\): .* did not write"):
+        resolve_reward_model("models:/team rm@champion", uri, cache)
+    assert (theirs / "notes.txt").read_text() == "theirs"
+    (theirs / "notes.txt").unlink()  # an empty folder holds nothing to lose: filled
+    assert (resolve_reward_model("models:/team rm@champion", uri, cache) / "config.json").is_file()
+    assert cache_folder_name("..") != ".." and "/" not in cache_folder_name("a/../b")

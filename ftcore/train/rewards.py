@@ -8,6 +8,7 @@ checked when the config is loaded.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 from collections.abc import Callable
@@ -109,14 +110,25 @@ def resolve_reward_model(reference: str, tracking_uri: str, cache: Path) -> Path
     version = get_version_by_alias(get_client(tracking_uri), name, alias)
     if version is None:
         raise ModelNotAvailableError(f"train.rl.reward_model: {reference} does not exist in {tracking_uri}")
-    dst = cache / name / str(version.version)
+    dst = cache / cache_folder_name(name) / str(version.version)
     if not (dst / ".complete").is_file():
         from ftcore.artifacts import atomic_dir
+        from ftcore.outputs import claim_output_dir
 
+        claim_output_dir(dst, "train.rl.reward_model (download cache)")  # never replace a folder not ours
         with atomic_dir(dst) as tmp:
             download_source(tracking_uri, version.source, tmp)
             (tmp / ".complete").write_text(reference)
     return _hf_folder(dst)
+
+
+def cache_folder_name(name: str) -> str:
+    """A registered model's name as one folder name inside the cache: a name with '/', '..' or other
+    path characters gets a safe name plus a hash of the real one, so it can never point outside."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")[:64]
+    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _hf_folder(root: Path) -> Path:
