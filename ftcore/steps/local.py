@@ -57,6 +57,12 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
         from ftcore.train.methods.speed import check_speed
 
         check_speed(cfg.train.speed)  # fa2 / liger / unsloth: a GPU and their package
+        if cfg.train.stage == "ppo" and cfg.train.rl.reward_model:
+            from ftcore.tracking import resolve_tracking_uri
+            from ftcore.train.rewards import check_reward_model
+
+            uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+            check_reward_model(cfg.train.rl.reward_model, uri)  # a model folder, or a registered version
     if cfg.export.export_hub_model_id and (planned is None or "push" in planned):
         from ftcore.export.push import check_push
 

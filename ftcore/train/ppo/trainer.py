@@ -66,7 +66,7 @@ def run_ppo(
     from ftcore.train.sft import run_mean_loss, training_arguments
 
     rl = cfg.rl
-    policy = model
+    policy = without_dropout(model)
     # LoRA: the reference is the base with the adapter off; otherwise a frozen copy taken before training
     reference = (
         None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).eval().requires_grad_(False)
@@ -164,6 +164,15 @@ def run_ppo(
     }
 
 
+def without_dropout(model: Any) -> Any:
+    """The model with every dropout at p=0: the ratio of new to old log-probabilities must be 1 before
+    the first update, or PPO clips noise instead of learning (TRL's PPO does the same)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
     """Where a response ends: the generation config's eos ids, else the tokenizer's eos."""
     found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -212,9 +221,9 @@ def ppo_step(
     rollout.scores = scores
     with torch.no_grad():
         policy.eval()
-        rollout.logprobs, rollout.values = forward(policy, value_head, rollout)
+        rollout.logprobs, rollout.values = forward(policy, value_head, rollout, rl.temperature)
         with reference_of(policy, reference) as ref:
-            rollout.ref_logprobs, _ = forward(ref, None, rollout)
+            rollout.ref_logprobs, _ = forward(ref, None, rollout, rl.temperature)
         policy.train()
     device = rollout.logprobs.device
     mask = rollout.mask.to(device)
@@ -236,7 +245,7 @@ def ppo_step(
             for part in parts:
                 sub = rollout.select(part)
                 sub_mask = mask[part.to(device)]
-                logprobs, values = forward(policy, value_head, sub)
+                logprobs, values = forward(policy, value_head, sub, rl.temperature)
                 pg_loss, vf_loss, stats = ppo_losses(
                     logprobs,
                     sub.logprobs,
