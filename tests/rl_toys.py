@@ -32,6 +32,11 @@ def word(chosen: str) -> Callable[[str], float]:
     return lambda token: float(token == chosen)
 
 
+def digits(token: str) -> float:
+    """Marks for build_reward_model: how many digits a token holds (the prompts of the tests have none)."""
+    return float(sum(c.isascii() and c.isdigit() for c in token))
+
+
 def marked_count(tokenizer: Any, ids: list[int], marks: Callable[[str], float]) -> float:
     """What the toy reward model scores: the marks of the non-special tokens after the first (the
     first token is the attention sink)."""

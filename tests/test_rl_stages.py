@@ -79,14 +79,41 @@ def test_builtin_and_user_reward_functions() -> None:
             resolve_reward_func(bad, rl)
 
 
+def test_toy_reward_model_scores_the_count(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """The toy reward model is exact, so the ppo test below measures PPO, not a noisy reward model."""
+    import torch
+    from rl_toys import build_reward_model, digits, marked_count
+    from transformers import AutoTokenizer
+
+    from ftcore.train.rewards import load_reward_model
+
+    folder = build_reward_model(tiny_qwen2, tmp_path / "rm", digits)
+    model, tokenizer = load_reward_model(folder), AutoTokenizer.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(0)
+    three = tokenizer.convert_tokens_to_ids("3")
+    for length in (1, 3, 40, 300):
+        ids = torch.randint(0, len(tokenizer), (length,), generator=generator)
+        ids[torch.rand(length, generator=generator) < 0.3] = three  # many hits, not only chance ones
+        with torch.no_grad():
+            got = model(input_ids=ids[None]).logits[0, 0].item()
+        assert got == pytest.approx(marked_count(tokenizer, ids.tolist(), digits), abs=2e-3)
+
+
 def test_reward_model_from_a_folder_and_from_the_registry(tmp_path: Path, tiny_qwen2: Path) -> None:
     from mlflow import MlflowClient
     from rl_toys import build_reward_model
+
+    from ftcore.steps.local import preflight
 
     folder = build_reward_model(tiny_qwen2, tmp_path / "rm")
     assert resolve_reward_model(str(folder), "unused", tmp_path / "cache") == folder
     with pytest.raises(ConfigError, match=r"train\.rl\.reward_model"):
         resolve_reward_model(str(tmp_path / "absent"), "unused", tmp_path / "cache")
+    (tmp_path / "empty").mkdir()
+    for bad in ("absent", "empty"):  # preflight names the field before any heavy work
+        cfg = _prompt_config(tmp_path, "train.stage=ppo", f"train.rl.reward_model={tmp_path / bad}")
+        with pytest.raises(ConfigError, match=r"train\.rl\.reward_model"):
+            preflight(cfg)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri, uri)

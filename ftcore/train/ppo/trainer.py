@@ -93,8 +93,9 @@ def run_ppo(
     max_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
     updates = max_steps * rl.ppo_epochs * rl.ppo_buffer_size
 
+    args = training_arguments(cfg, checkpoint_dir, method)  # what TrainerCallbacks read
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(method, policy, value_head, args, cfg)
     scheduler = get_scheduler(
         cfg.lr_scheduler_type,
         optimizer,
@@ -105,7 +106,6 @@ def run_ppo(
     if resume_from is not None:
         load_checkpoint(resume_from, policy, value_head, optimizer, scheduler, ppo)
 
-    args = training_arguments(cfg, checkpoint_dir, method)  # what TrainerCallbacks read
     state = TrainerState(max_steps=max_steps, global_step=ppo.global_step, log_history=ppo.log_history)
     control = TrainerControl()
     for cb in callbacks:
@@ -162,6 +162,24 @@ def run_ppo(
         "log_history": list(ppo.log_history),
         "model": policy,
     }
+
+
+def build_optimizer(
+    method: TrainingMethod, policy: Any, value_head: ValueHead, args: Any, cfg: TrainConfig
+) -> Any:
+    """The method's own optimizer for the policy (LoRA+ ...) when it has one, else AdamW; the value head
+    joins it as one more parameter group."""
+    optimizer = method.create_optimizer(policy, args, cfg)
+    head = list(value_head.parameters())
+    if optimizer is None:
+        trainable = [p for p in policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable + head, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if not hasattr(optimizer, "add_param_group"):
+        from ftcore.errors import ConfigError
+
+        raise ConfigError(f"train.stage: ppo cannot train the value head beside {method.name}'s optimizer")
+    optimizer.add_param_group({"params": head, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay})
+    return optimizer
 
 
 def without_dropout(model: Any) -> Any:
