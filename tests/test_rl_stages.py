@@ -232,7 +232,8 @@ def test_ppo_mean_reward_rises_and_resumes_exactly(tmp_path: Path, tiny_qwen2: P
     assert resumed.metadata["global_step"] == PPO_STEPS
     again = _rewards(_history(resumed_out))
     assert again == pytest.approx(rewards, rel=1e-4, abs=1e-4)
-    assert artifact.metadata["metrics"]["reward_last"] == pytest.approx(rewards[-1])
+    metrics = artifact.metadata["metrics"]
+    assert (metrics["reward_last"], metrics["kl_last"]) == pytest.approx((rewards[-1], kls[-1]))
 
 
 PPO_STEPS = 16

@@ -149,10 +149,12 @@ def run_ppo(
     for cb in callbacks:
         cb.on_train_end(args, state, control)
     rewards = [e["reward"] for e in ppo.log_history if "reward" in e]
+    kls = [e["kl"] for e in ppo.log_history if "kl" in e]
     metrics = {
         "train_loss": run_mean_loss(ppo.log_history, None),
         "reward_first": rewards[0] if rewards else None,
         "reward_last": rewards[-1] if rewards else None,
+        "kl_last": kls[-1] if kls else None,  # nats per response against the reference
         "kl_coef": ppo.kl.value,
         "epoch": state.epoch,
     }
