@@ -177,7 +177,7 @@ def _history(out: Path) -> list[dict]:
 
 
 def test_ppo_mean_reward_rises_and_resumes_exactly(tmp_path: Path, tiny_qwen2: Path) -> None:
-    """PPO (clipped, 2 epochs x 2 mini-batches per step) against a reward model whose score is the
+    """PPO (clipped, 2 epochs x 4 mini-batches per step) against a reward model whose score is the
     number of digits in the text (the prompts have none): the mean reward must rise while the KL to
     the reference stays bounded; a resumed run repeats the rest exactly."""
     from rl_toys import build_reward_model, digits
@@ -192,14 +192,15 @@ def test_ppo_mean_reward_rises_and_resumes_exactly(tmp_path: Path, tiny_qwen2: P
         "train.rl.ppo_score_norm=true",
         "train.rl.ppo_init_kl_coef=0.05",
         "train.rl.ppo_epochs=2",
-        "train.rl.ppo_buffer_size=2",  # 16 rollouts per step: every identity prompt once
+        "train.rl.ppo_buffer_size=4",  # 32 rollouts per step: 16 gave a rise with 2 seeds of 3
     ]
     cfg = _prompt_config(
         tmp_path,
         *overrides,
         max_steps=PPO_STEPS,
         save_steps=PPO_STEPS - 2,
-        learning_rate=5e-3,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
         per_device_train_batch_size=8,
     )
     model, data = prepared_inputs(cfg)
@@ -210,8 +211,8 @@ def test_ppo_mean_reward_rises_and_resumes_exactly(tmp_path: Path, tiny_qwen2: P
     assert len(rewards) == PPO_STEPS and all(math.isfinite(e["loss"]) for e in history)
     third = PPO_STEPS // 3
     first, last = sum(rewards[:third]) / third, sum(rewards[-third:]) / third
-    assert last > first + 0.75, rewards  # seen: 0.17 -> 1.85 digits per response
-    assert all(0 <= kl < 64 for kl in kls), kls  # seen: at most 17 nats per response
+    assert last > first + 1.0, rewards  # seen: 0.16 -> 2.6 digits per response (first / last 5 steps)
+    assert all(0 <= kl < 64 for kl in kls), kls  # seen: at most 32 nats per response
     assert any(e["clipfrac"] > 0 for e in history)  # the clipped objective was at work
     weights = load_file(str(out / "model" / "adapter_model.safetensors"))
     assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
