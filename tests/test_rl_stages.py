@@ -240,6 +240,26 @@ def test_ppo_mean_reward_rises_and_resumes_exactly(tmp_path: Path, tiny_qwen2: P
 PPO_STEPS = 16
 
 
+def test_ppo_trains_with_the_methods_optimizer(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """LoRA+ (the method's create_optimizer hook) gives the policy its param groups; the value head
+    joins as one more group at the base learning rate."""
+    from ftcore.train.methods import method_for
+    from ftcore.train.ppo.rollout import ValueHead
+    from ftcore.train.ppo.trainer import build_optimizer
+    from ftcore.train.sft import training_arguments
+
+    cfg = small_config(tmp_path, "train.lora.loraplus_lr_ratio=16")
+    method = method_for(cfg)
+    policy = method.prepare(method.load(tiny_qwen2, cfg.train), cfg.train)
+    head = ValueHead(policy.config.hidden_size)
+    args = training_arguments(cfg.train, tmp_path / "checkpoints", method)
+    optimizer = build_optimizer(method, policy, head, args, cfg.train)
+    lrs = {group["lr"] for group in optimizer.param_groups}
+    assert {cfg.train.learning_rate, 16 * cfg.train.learning_rate} <= lrs
+    assert optimizer.param_groups[-1]["params"] == list(head.parameters())
+    assert optimizer.param_groups[-1]["lr"] == cfg.train.learning_rate
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_local")
 @pytest.mark.parametrize("name", ["grpo_lora", "ppo_lora"])
