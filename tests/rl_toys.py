@@ -1,9 +1,9 @@
-"""Toy rewards for the RL stage tests: the reward is how often the letter "e" appears in the text.
+"""Toy rewards for the RL stage tests: counts of chosen letters or digits in the text.
 
 `count_e` is a user reward function (grpo imports it as `rl_toys:count_e`); `build_reward_model` writes
-a real sequence-classification model (safetensors, the policy's tokenizer) whose score IS that count
-over the prompt and response, built by hand so PPO climbs a known reward through the same loading path
-as a trained rm job's full-model output.
+a real sequence-classification model (safetensors, the policy's tokenizer) whose score IS the count of
+marked tokens over the prompt and response (`letters("e")`, `digits`, `word(...)`), built by hand so PPO
+climbs a known reward through the same loading path as a trained rm job's full-model output.
 """
 
 from __future__ import annotations
