@@ -28,7 +28,8 @@ VIEW_STEP = "recipe_input"
 # fields where an upstream job's base model stands in faithfully for its merged model (same kind of
 # model: a causal LM with the same tokenizer) when a recipe is checked before anything runs; a job
 # with another reference (a reward model, an adapter, a registry version) is checked when it starts
-# (a reward model is not loaded by preflight: any stand-in lets the rest of a ppo job be checked)
+# (a reward model keeps its reference: preflight leaves `job:` references to check_recipe, which
+# has checked that the upstream job makes that artifact)
 STAND_IN_FIELDS = ("model.name_or_path", "train.pref.ref_model", "train.rl.reward_model")
 
 
@@ -70,6 +71,8 @@ def stand_in_config(recipe: Recipe, job: str) -> PipelineConfig | None:
     for ref in recipe.refs_of(job):
         if ref.artifact != "merged" or ref.field not in STAND_IN_FIELDS:
             return None
+        if ref.field == "train.rl.reward_model":
+            continue
         upstream = stand_in_config(recipe, ref.target)
         if upstream is None:
             return None

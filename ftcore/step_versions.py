@@ -26,7 +26,7 @@ STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
     "fetch_dataset": 3,
     "preprocess": 3,
-    "train": 3,
+    "train": 4,
     "evaluate": 5,
     "merge": 4,
     "quantize": 1,

@@ -79,14 +79,41 @@ def test_builtin_and_user_reward_functions() -> None:
             resolve_reward_func(bad, rl)
 
 
+def test_toy_reward_model_scores_the_count(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """The toy reward model is exact, so the ppo test below measures PPO, not a noisy reward model."""
+    import torch
+    from rl_toys import build_reward_model, digits, marked_count
+    from transformers import AutoTokenizer
+
+    from ftcore.train.rewards import load_reward_model
+
+    folder = build_reward_model(tiny_qwen2, tmp_path / "rm", digits)
+    model, tokenizer = load_reward_model(folder), AutoTokenizer.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(0)
+    three = tokenizer.convert_tokens_to_ids("3")
+    for length in (1, 3, 40, 300):
+        ids = torch.randint(0, len(tokenizer), (length,), generator=generator)
+        ids[torch.rand(length, generator=generator) < 0.3] = three  # many hits, not only chance ones
+        with torch.no_grad():
+            got = model(input_ids=ids[None]).logits[0, 0].item()
+        assert got == pytest.approx(marked_count(tokenizer, ids.tolist(), digits), abs=2e-3)
+
+
 def test_reward_model_from_a_folder_and_from_the_registry(tmp_path: Path, tiny_qwen2: Path) -> None:
     from mlflow import MlflowClient
     from rl_toys import build_reward_model
+
+    from ftcore.steps.local import preflight
 
     folder = build_reward_model(tiny_qwen2, tmp_path / "rm")
     assert resolve_reward_model(str(folder), "unused", tmp_path / "cache") == folder
     with pytest.raises(ConfigError, match=r"train\.rl\.reward_model"):
         resolve_reward_model(str(tmp_path / "absent"), "unused", tmp_path / "cache")
+    (tmp_path / "empty").mkdir()
+    for bad in ("absent", "empty"):  # preflight names the field before any heavy work
+        cfg = _prompt_config(tmp_path, "train.stage=ppo", f"train.rl.reward_model={tmp_path / bad}")
+        with pytest.raises(ConfigError, match=r"train\.rl\.reward_model"):
+            preflight(cfg)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri, uri)
@@ -149,35 +176,44 @@ def _history(out: Path) -> list[dict]:
     return json.loads((state / "trainer_state.json").read_text())["log_history"]
 
 
-def test_ppo_with_a_reward_model_trains_and_resumes_exactly(tmp_path: Path, tiny_qwen2: Path) -> None:
-    from rl_toys import build_reward_model
+def test_ppo_mean_reward_rises_and_resumes_exactly(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """PPO (clipped, 2 epochs x 4 mini-batches per step) against a reward model whose score is the
+    number of digits in the text (the prompts have none): the mean reward must rise while the KL to
+    the reference stays bounded; a resumed run repeats the rest exactly."""
+    from rl_toys import build_reward_model, digits
 
     from ftcore.train.job import TrainRequest, run_training
 
-    rm = build_reward_model(tiny_qwen2, tmp_path / "rm")
+    rm = build_reward_model(tiny_qwen2, tmp_path / "rm", digits)
     overrides = [
         "train.stage=ppo",
         f"train.rl.reward_model={rm}",
         "train.rl.max_new_tokens=16",
         "train.rl.ppo_score_norm=true",
-        "train.rl.ppo_init_kl_coef=0.01",
-        "train.rl.ppo_lam=1.0",
+        "train.rl.ppo_init_kl_coef=0.05",
+        "train.rl.ppo_epochs=2",
+        "train.rl.ppo_buffer_size=4",  # 32 rollouts per step: 16 gave a rise with 2 seeds of 3
     ]
     cfg = _prompt_config(
         tmp_path,
         *overrides,
         max_steps=PPO_STEPS,
-        save_steps=2,
+        save_steps=PPO_STEPS - 2,
         learning_rate=1e-2,
+        lr_scheduler_type="constant",
         per_device_train_batch_size=8,
     )
     model, data = prepared_inputs(cfg)
     out = tmp_path / "ppo"
     artifact = run_training(TrainRequest.build(cfg, model, data, "k", out, None))
     history = _history(out)
-    rewards = _rewards(history)
-    assert len(rewards) == PPO_STEPS and all(math.isfinite(e["loss"]) and e["kl"] >= 0 for e in history)
-    # NOT asserted (not reached yet): a rising mean reward with this toy reward model; see the report
+    rewards, kls = _rewards(history), [e["kl"] for e in history]
+    assert len(rewards) == PPO_STEPS and all(math.isfinite(e["loss"]) for e in history)
+    third = PPO_STEPS // 3
+    first, last = sum(rewards[:third]) / third, sum(rewards[-third:]) / third
+    assert last > first + 1.0, rewards  # seen: 0.16 -> 2.6 digits per response (first / last 5 steps)
+    assert all(0 <= kl < 64 for kl in kls), kls  # seen: at most 32 nats per response
+    assert any(e["clipfrac"] > 0 for e in history)  # the clipped objective was at work
     weights = load_file(str(out / "model" / "adapter_model.safetensors"))
     assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
     checkpoint = out / "checkpoints" / f"checkpoint-{PPO_STEPS}"
@@ -185,21 +221,43 @@ def test_ppo_with_a_reward_model_trains_and_resumes_exactly(tmp_path: Path, tiny
         p.name for p in checkpoint.iterdir()
     }
 
-    # resume from the middle: the same seeds per step, so the rest of the run repeats exactly
+    # resume near the end: the same seeds per step, so the rest of the run repeats exactly
     import shutil
 
     resumed_out = tmp_path / "ppo-resumed"
-    shutil.copytree(out / "checkpoints" / "checkpoint-2", resumed_out / "checkpoints" / "checkpoint-2")
+    middle = f"checkpoint-{PPO_STEPS - 2}"
+    shutil.copytree(out / "checkpoints" / middle, resumed_out / "checkpoints" / middle)
     resumed = run_training(
-        TrainRequest.build(cfg, model, data, "k", resumed_out, resumed_out / "checkpoints" / "checkpoint-2")
+        TrainRequest.build(cfg, model, data, "k", resumed_out, resumed_out / "checkpoints" / middle)
     )
     assert resumed.metadata["global_step"] == PPO_STEPS
     again = _rewards(_history(resumed_out))
     assert again == pytest.approx(rewards, rel=1e-4, abs=1e-4)
-    assert artifact.metadata["metrics"]["reward_last"] == pytest.approx(rewards[-1])
+    metrics = artifact.metadata["metrics"]
+    assert (metrics["reward_last"], metrics["kl_last"]) == pytest.approx((rewards[-1], kls[-1]))
 
 
-PPO_STEPS = 6
+PPO_STEPS = 16
+
+
+def test_ppo_trains_with_the_methods_optimizer(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """LoRA+ (the method's create_optimizer hook) gives the policy its param groups; the value head
+    joins as one more group at the base learning rate."""
+    from ftcore.train.methods import method_for
+    from ftcore.train.ppo.rollout import ValueHead
+    from ftcore.train.ppo.trainer import build_optimizer
+    from ftcore.train.sft import training_arguments
+
+    cfg = small_config(tmp_path, "train.lora.loraplus_lr_ratio=16")
+    method = method_for(cfg)
+    policy = method.prepare(method.load(tiny_qwen2, cfg.train), cfg.train)
+    head = ValueHead(policy.config.hidden_size)
+    args = training_arguments(cfg.train, tmp_path / "checkpoints", method)
+    optimizer = build_optimizer(method, policy, head, args, cfg.train)
+    lrs = {group["lr"] for group in optimizer.param_groups}
+    assert {cfg.train.learning_rate, 16 * cfg.train.learning_rate} <= lrs
+    assert optimizer.param_groups[-1]["params"] == list(head.parameters())
+    assert optimizer.param_groups[-1]["lr"] == cfg.train.learning_rate
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 from ftcore.artifacts import Artifact, clean_stale_temps, fingerprint_path
 from ftcore.config.pipeline import PipelineConfig
+from ftcore.config.recipe import REF_PREFIX  # a recipe reference, checked by check_recipe
 from ftcore.errors import ConfigError
 from ftcore.hub import parse_ref
 from ftcore.outputs import check_outputs, resolve_adapter_dir
@@ -57,6 +58,13 @@ def preflight(cfg: PipelineConfig, planned: Collection[str] | None = None) -> No
         from ftcore.train.methods.speed import check_speed
 
         check_speed(cfg.train.speed)  # fa2 / liger / unsloth: a GPU and their package
+        reward_model = cfg.train.rl.reward_model
+        if cfg.train.stage == "ppo" and reward_model and not reward_model.startswith(REF_PREFIX):
+            from ftcore.tracking import resolve_tracking_uri
+            from ftcore.train.rewards import check_reward_model
+
+            uri = resolve_tracking_uri(cfg.registry.tracking_uri, cfg.workdir_path)
+            check_reward_model(reward_model, uri)  # a model folder, or a registered version
     if cfg.export.export_hub_model_id and (planned is None or "push" in planned):
         from ftcore.export.push import check_push
 

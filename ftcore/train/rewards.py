@@ -93,23 +93,40 @@ def reward_funcs(rl: RLConfig) -> list[RewardFunc]:
     return [resolve_reward_func(name, rl) for name in rl.reward_funcs]
 
 
-def resolve_reward_model(reference: str, tracking_uri: str, cache: Path) -> Path:
-    """A local folder for train.rl.reward_model: a folder as is, models:/NAME@ALIAS downloaded from the
-    registry into `cache`/NAME/VERSION (so a moved alias gives a new path, and a new train key)."""
+def check_reward_model(reference: str, tracking_uri: str) -> Any:
+    """Preflight of train.rl.reward_model: a folder holding a model (config.json, or an rm job's LoRA
+    adapter_config.json), or a models:/NAME@ALIAS that exists in the registry (returns its version)."""
     if not reference.startswith("models:/"):
         path = Path(reference).expanduser().absolute()
         if not path.is_dir():
             raise ConfigError(f"train.rl.reward_model: {path} is not a folder")
-        return path
+        if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+            raise ConfigError(
+                f"train.rl.reward_model: {path} holds no config.json or adapter_config.json (not a model "
+                "folder; an rm job's output is its model/ folder)"
+            )
+        return None
     name, sep, alias = reference[len("models:/") :].partition("@")
     if not sep or not name or not alias:
         raise ConfigError(f"train.rl.reward_model: {reference!r}: expected models:/NAME@ALIAS")
-    from ftcore.registry import download_source, get_version_by_alias
+    from ftcore.registry import get_version_by_alias
     from ftcore.tracking import get_client
 
     version = get_version_by_alias(get_client(tracking_uri), name, alias)
     if version is None:
         raise ModelNotAvailableError(f"train.rl.reward_model: {reference} does not exist in {tracking_uri}")
+    return version
+
+
+def resolve_reward_model(reference: str, tracking_uri: str, cache: Path) -> Path:
+    """A local folder for train.rl.reward_model: a folder as is, models:/NAME@ALIAS downloaded from the
+    registry into `cache`/NAME/VERSION (so a moved alias gives a new path, and a new train key)."""
+    version = check_reward_model(reference, tracking_uri)
+    if version is None:
+        return Path(reference).expanduser().absolute()
+    from ftcore.registry import download_source
+
+    name = reference[len("models:/") :].partition("@")[0]
     dst = cache / cache_folder_name(name) / str(version.version)
     if not (dst / ".complete").is_file():
         from ftcore.artifacts import atomic_dir

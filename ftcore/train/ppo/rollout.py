@@ -78,7 +78,7 @@ def generate(policy: Any, prompts: list[list[int]], tokenizer: Any, rl: Any, sto
         max_new_tokens=rl.max_new_tokens,
         temperature=rl.temperature,
         top_p=rl.top_p,
-        top_k=rl.top_k or None,
+        top_k=rl.top_k,  # 0 turns it off (None would mean transformers' default of 50)
         pad_token_id=pad_id,
         eos_token_id=stop_ids,
     ).cpu()
@@ -94,10 +94,10 @@ def generate(policy: Any, prompts: list[list[int]], tokenizer: Any, rl: Any, sto
 
 
 def forward(
-    model: Any, value_head: ValueHead | None, rollout: Rollout
+    model: Any, value_head: ValueHead | None, rollout: Rollout, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities of the response tokens (B, R) and, with a value head, the values (B, R) of the
-    states they were sampled from."""
+    """Log-probabilities of the response tokens (B, R) under the sampling temperature (the distribution
+    they were drawn from) and, with a value head, the values (B, R) of the states they were sampled from."""
     device = next(model.parameters()).device
     input_ids = torch.cat([rollout.query, rollout.response], dim=1).to(device)
     attention = torch.cat([rollout.query_mask, rollout.mask.long()], dim=1).to(device)
@@ -110,7 +110,7 @@ def forward(
         use_cache=False,
     )
     start, length = rollout.query.shape[1] - 1, rollout.response.shape[1]
-    logits = out.logits[:, start : start + length].float()
+    logits = out.logits[:, start : start + length].float() / temperature
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, start + 1 :, None]).squeeze(-1)
     values = None
     if value_head is not None:

@@ -66,7 +66,7 @@ def run_ppo(
     from ftcore.train.sft import run_mean_loss, training_arguments
 
     rl = cfg.rl
-    policy = model
+    policy = without_dropout(model)
     # LoRA: the reference is the base with the adapter off; otherwise a frozen copy taken before training
     reference = (
         None if hasattr(policy, "disable_adapter") else copy.deepcopy(policy).eval().requires_grad_(False)
@@ -93,8 +93,9 @@ def run_ppo(
     max_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
     updates = max_steps * rl.ppo_epochs * rl.ppo_buffer_size
 
+    args = training_arguments(cfg, checkpoint_dir, method)  # what TrainerCallbacks read
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(method, policy, value_head, args, cfg)
     scheduler = get_scheduler(
         cfg.lr_scheduler_type,
         optimizer,
@@ -105,7 +106,6 @@ def run_ppo(
     if resume_from is not None:
         load_checkpoint(resume_from, policy, value_head, optimizer, scheduler, ppo)
 
-    args = training_arguments(cfg, checkpoint_dir, method)  # what TrainerCallbacks read
     state = TrainerState(max_steps=max_steps, global_step=ppo.global_step, log_history=ppo.log_history)
     control = TrainerControl()
     for cb in callbacks:
@@ -149,10 +149,12 @@ def run_ppo(
     for cb in callbacks:
         cb.on_train_end(args, state, control)
     rewards = [e["reward"] for e in ppo.log_history if "reward" in e]
+    kls = [e["kl"] for e in ppo.log_history if "kl" in e]
     metrics = {
         "train_loss": run_mean_loss(ppo.log_history, None),
         "reward_first": rewards[0] if rewards else None,
         "reward_last": rewards[-1] if rewards else None,
+        "kl_last": kls[-1] if kls else None,  # nats per response against the reference
         "kl_coef": ppo.kl.value,
         "epoch": state.epoch,
     }
@@ -162,6 +164,33 @@ def run_ppo(
         "log_history": list(ppo.log_history),
         "model": policy,
     }
+
+
+def build_optimizer(
+    method: TrainingMethod, policy: Any, value_head: ValueHead, args: Any, cfg: TrainConfig
+) -> Any:
+    """The method's own optimizer for the policy (LoRA+ ...) when it has one, else AdamW; the value head
+    joins it as one more parameter group."""
+    optimizer = method.create_optimizer(policy, args, cfg)
+    head = list(value_head.parameters())
+    if optimizer is None:
+        trainable = [p for p in policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable + head, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if not hasattr(optimizer, "add_param_group"):
+        from ftcore.errors import ConfigError
+
+        raise ConfigError(f"train.stage: ppo cannot train the value head beside {method.name}'s optimizer")
+    optimizer.add_param_group({"params": head, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay})
+    return optimizer
+
+
+def without_dropout(model: Any) -> Any:
+    """The model with every dropout at p=0: the ratio of new to old log-probabilities must be 1 before
+    the first update, or PPO clips noise instead of learning (TRL's PPO does the same)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
@@ -212,9 +241,9 @@ def ppo_step(
     rollout.scores = scores
     with torch.no_grad():
         policy.eval()
-        rollout.logprobs, rollout.values = forward(policy, value_head, rollout)
+        rollout.logprobs, rollout.values = forward(policy, value_head, rollout, rl.temperature)
         with reference_of(policy, reference) as ref:
-            rollout.ref_logprobs, _ = forward(ref, None, rollout)
+            rollout.ref_logprobs, _ = forward(ref, None, rollout, rl.temperature)
         policy.train()
     device = rollout.logprobs.device
     mask = rollout.mask.to(device)
@@ -236,7 +265,7 @@ def ppo_step(
             for part in parts:
                 sub = rollout.select(part)
                 sub_mask = mask[part.to(device)]
-                logprobs, values = forward(policy, value_head, sub)
+                logprobs, values = forward(policy, value_head, sub, rl.temperature)
                 pg_loss, vf_loss, stats = ppo_losses(
                     logprobs,
                     sub.logprobs,
