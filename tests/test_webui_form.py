@@ -114,3 +114,38 @@ def test_auth_credentials() -> None:
 
     with pytest.raises(ConfigError, match="user:password"):
         credentials("ana")
+
+
+def test_job_status_is_read_back_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reopened board finds the job's state, progress, curve and flow run in its folder."""
+    import json
+    import subprocess
+    import sys
+
+    from ftcore.train.progress import Progress
+    from webui import jobs
+
+    monkeypatch.setenv("FTFLOW_BOARD_DIR", str(tmp_path))
+    code = "import os; print(os.getpid())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    jobdir = tmp_path / "j"
+    jobdir.mkdir()
+    (jobdir / "job.json").write_text(json.dumps({"pid": int(done.stdout), "command": "ft run x.yaml"}))
+    prefix = "11:39:07.781 | INFO    | Task run 'train-a6c' - "
+    url = "http://127.0.0.1:4200/runs/flow-run/5804ea17-2be3-43e7-882a-5e101cd2c651"
+    lines = [
+        "=== 2026-11-28 11:00:00 ft run x.yaml",
+        "11:38:12 | INFO | Flow run 'hopeful-dog' - Beginning flow run 'hopeful-dog' for flow 'finetune'",
+        f"11:38:12 | INFO | Flow run 'hopeful-dog' - View at {url}",
+    ]
+    for step, loss in ((2, 2.5), (4, 2.0)):
+        record = Progress(step, 8, loss, 1e-3, tokens_per_s=1234.0, eta_s=10.0)
+        lines.append(prefix + record.line())
+    (jobdir / "log.txt").write_text("\n".join(lines) + "\n")
+    (jobdir / "rc").write_text("0")
+    status = jobs.status("j")
+    assert status.state == "completed" and (status.step, status.max_steps) == (4, 8)
+    assert status.losses == [(2, 2.5), (4, 2.0)]
+    assert status.tokens_per_s == "1.2k" and status.eta == "00:00:10"
+    assert (status.flow_run, status.flow_run_url) == ("hopeful-dog", url)
+    assert jobs.list_jobs() == ["j"] and not jobs.stop("j")  # not running: nothing to stop

@@ -154,7 +154,8 @@ def build() -> gr.Blocks:
 
         resume_btn.click(resume, job, job)
         timer.tick(watch, job, [job_status, loss_plot, links, log])
-        demo.load(lambda: gr.update(choices=jobs.list_jobs()), None, job)
+        # a reopened browser shows the newest job again (running or not)
+        demo.load(_newest_job, None, job)
     demo.ftflow_form = form  # the field components by path (tests reach every field through it)
     return demo
 
@@ -170,6 +171,11 @@ def watch(name: str | None) -> list[Any]:
         head += f" | step {status.step}/{status.max_steps} | {speed} tok/s | ETA {status.eta}"
     frame = pd.DataFrame(status.losses, columns=["step", "loss"])
     return [head, frame, areas.job_links(name, status), status.log_tail]
+
+
+def _newest_job() -> Any:
+    names = jobs.list_jobs()
+    return gr.update(choices=names, value=names[0] if names else None)
 
 
 def _families() -> list[str]:

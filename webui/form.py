@@ -87,7 +87,7 @@ class Form:
         if spec.path == "model.name_or_path":
             return gr.Dropdown(choices=self.model_choices, allow_custom_value=True, filterable=True, **common)
         if spec.kind == "bool":
-            return gr.Checkbox(**common)
+            return gr.Checkbox(scale=1, **common)
         if spec.kind == "choice":
             choices = [str(c) for c in spec.choices] + ([UNSET] if spec.optional else [])
             return gr.Dropdown(choices=choices, **common)
