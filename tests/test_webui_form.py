@@ -149,3 +149,14 @@ def test_job_status_is_read_back_from_its_folder(tmp_path: Path, monkeypatch: py
     assert status.tokens_per_s == "1.2k" and status.eta == "00:00:10"
     assert (status.flow_run, status.flow_run_url) == ("hopeful-dog", url)
     assert jobs.list_jobs() == ["j"] and not jobs.stop("j")  # not running: nothing to stop
+
+
+def test_gpu_only_switches_say_why_they_are_off() -> None:
+    import torch
+
+    from webui.form import unavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine may have the packages")
+    assert "needs a CUDA GPU" in unavailable("train.speed.enable_liger_kernel")
+    assert unavailable("train.learning_rate") is None

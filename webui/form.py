@@ -86,6 +86,10 @@ class Form:
         }
         if spec.path == "model.name_or_path":
             return gr.Dropdown(choices=self.model_choices, allow_custom_value=True, filterable=True, **common)
+        reason = unavailable(spec.path)
+        if reason:  # a GPU-only switch this machine cannot use: disabled, saying why
+            common["info"] = f"⛔ {reason}"
+            common["interactive"] = False
         if spec.kind == "bool":
             return gr.Checkbox(scale=1, **common)
         if spec.kind == "choice":
@@ -142,6 +146,29 @@ class Form:
             rule = SHOWN_FOR.get(group)
             out.append(gr.update(visible=rule is None or current[rule[0]] in rule[1]))
         return out
+
+
+# switches that need a GPU or a package: (the value that turns them on)
+SPEED_SWITCHES = {
+    "train.speed.flash_attn": "fa2",
+    "train.speed.enable_liger_kernel": True,
+    "train.speed.use_unsloth": True,
+}
+
+
+def unavailable(path: str) -> str | None:
+    """Why a speed switch cannot be turned on here (the same check preflight runs), or None."""
+    if path not in SPEED_SWITCHES:
+        return None
+    from ftcore.config.methods import SpeedConfig
+    from ftcore.errors import ConfigError
+    from ftcore.train.methods.speed import check_speed
+
+    try:
+        check_speed(SpeedConfig(**{path.rsplit(".", 1)[1]: SPEED_SWITCHES[path]}))
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def error_markdown(exc: FormErrors, lang: str) -> str:
