@@ -34,11 +34,11 @@ def _free_port() -> int:
 @pytest.fixture
 def board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FTFLOW_BOARD_DIR", str(tmp_path / "board"))
-    from webui.app import CSS, build
+    from webui.app import build, launch
 
-    demo = build().queue()
+    demo = build()
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS)
+    launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}"
     demo.close()
     from webui import chat, jobs

@@ -160,3 +160,13 @@ def test_gpu_only_switches_say_why_they_are_off() -> None:
         pytest.skip("a CUDA machine may have the packages")
     assert "needs a CUDA GPU" in unavailable("train.speed.enable_liger_kernel")
     assert unavailable("train.learning_rate") is None
+
+
+def test_exposed_board_needs_a_login(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.cli import main
+
+    monkeypatch.delenv("FTFLOW_WEBUI_AUTH", raising=False)
+    assert main(["webui", "--host", "0.0.0.0"]) == 2
+    assert "--auth user:password" in capsys.readouterr().err

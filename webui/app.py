@@ -20,6 +20,16 @@ from webui.schema import FormErrors
 CSS = ".ft-invalid input, .ft-invalid textarea { border-color: #d33 !important; }"
 
 
+def launch(demo: gr.Blocks, **kwargs: Any) -> None:
+    """Serve the board. Gradio probes its own address with a 3 s timeout after starting and raises
+    when that fails, which a loaded machine makes happen though the server runs: skip the probe."""
+    import inspect
+
+    if "_frontend" in inspect.signature(demo.launch).parameters:
+        kwargs["_frontend"] = False
+    demo.queue().launch(css=CSS, show_error=True, **kwargs)
+
+
 def _lang(value: str) -> str:
     return "zh" if value.startswith("中") or value == "zh" else "en"
 

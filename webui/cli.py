@@ -30,12 +30,12 @@ def credentials(value: str | None) -> tuple[str, str] | None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    try:
-        from webui.app import CSS, build
-    except ImportError as exc:  # gradio is an extra
-        raise ConfigError(f"ft webui needs the webui extra: pip install 'ftflow[webui]' ({exc})") from None
     auth = credentials(args.auth)
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         raise ConfigError(f"--host {args.host} exposes the board: set --auth user:password (or {AUTH_ENV})")
-    build().queue().launch(server_name=args.host, server_port=args.port, auth=auth, css=CSS, show_error=True)
+    try:
+        from webui.app import build, launch
+    except ImportError as exc:  # gradio is an extra
+        raise ConfigError(f"ft webui needs the webui extra: pip install 'ftflow[webui]' ({exc})") from None
+    launch(build(), server_name=args.host, server_port=args.port, auth=auth)
     return 0
