@@ -78,10 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_webui(sub: argparse._SubParsersAction) -> None:
-    """`ft webui`, when the board's package is installed (the `webui` extra: gradio)."""
+    """`ft webui` (the board is a client of flows, so flows only names it here; gradio, the `webui`
+    extra, is imported when the command runs and a missing one is a ConfigError saying so)."""
     try:
         from webui.cli import add_parser
-    except ImportError:  # gradio-free installs keep every other command
+    except ImportError:  # an install without the webui package keeps every other command
         return
     add_parser(sub)
 

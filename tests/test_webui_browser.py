@@ -103,7 +103,7 @@ def test_board_trains_chats_exports_and_registers(board: str, tmp_path: Path) ->
         page.locator("#loss-plot canvas, #loss-plot svg").first.wait_for()  # the curve is drawn
         assert "step 8/8" in status.inner_text()
         page.screenshot(path=shots / "train.png", full_page=True)
-        status.scroll_into_view_if_needed()
+        status.evaluate("node => node.scrollIntoView({block: 'start'})")
         page.screenshot(path=shots / "train-watch.png")
 
         _tab(page, "Chat")

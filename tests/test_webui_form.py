@@ -39,8 +39,14 @@ def test_every_field_of_the_schema_has_a_form_field() -> None:
 def test_every_field_is_a_component_of_the_board() -> None:
     from webui.app import build
 
-    form = build().ftflow_form
+    demo = build()
+    form = demo.ftflow_form
     assert set(form.paths) == {s.path for s in fields()}
+    fields_ids = {id(c) for c in form.inputs}
+    for handler in demo.fns.values():  # a handler that reads the form reads all of it
+        used = {id(c) for c in handler.inputs} & fields_ids
+        if len(used) > 3:  # (the method / stage switches read two fields)
+            assert used == fields_ids, handler.name
     assert form.components["train.stage"].choices[0][0] == "sft"  # choices from the Literal
 
 

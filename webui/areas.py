@@ -28,7 +28,6 @@ def render_all(form: Form, lang: gr.Radio) -> None:
         except FormErrors as exc:
             return "; ".join(f"{p}: {m}" for p, m in exc.errors.items())
 
-    inputs = form.inputs
     with form.text("evaluate", gr.Tab("Evaluate", id="evaluate")):
         form.render("evaluate")
         eval_btn = form.text("run_eval", gr.Button("Evaluate", elem_id="run-eval"), "value")
@@ -70,6 +69,7 @@ def render_all(form: Form, lang: gr.Radio) -> None:
             promote_btn = form.text("promote", gr.Button("Promote (through the gate)"), "value")
             rollback_btn = form.text("rollback", gr.Button("Roll back"), "value")
         decision = gr.Markdown(elem_id="registry-decision")
+    inputs = form.inputs  # every area's fields, now that all are rendered
 
     def run_step(verb: str):
         def handler(*args: Any):
