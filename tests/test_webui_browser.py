@@ -129,6 +129,8 @@ def test_board_trains_chats_exports_and_registers(board: str, tmp_path: Path) ->
 
         _tab(page, "Registry")
         page.locator("#registry-refresh").click()
-        page.locator("#registry-versions").get_by_text("candidate").first.wait_for()
+        page.wait_for_function(  # the table's cells are measured in hidden copies: read its text
+            "() => document.querySelector('#registry-versions').innerText.includes('candidate')"
+        )
         page.screenshot(path=shots / "registry.png", full_page=True)
         browser.close()
