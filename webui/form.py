@@ -65,15 +65,20 @@ class Form:
             by_group.setdefault(group, []).append(spec)
         for group, members in by_group.items():
             if not group:
-                with gr.Row(equal_height=False):
-                    for spec in members:
-                        self.components[spec.path] = self._component(spec, lang)
+                self._rows(members, lang)
                 continue
             visible = group not in SHOWN_FOR or SHOWN_FOR[group][1][0] in ("lora", "sft")
             with gr.Accordion(group, open=group in ("train.lora",), visible=visible) as acc:
                 self.groups[group] = acc
+                self._rows(members, lang)
+
+    def _rows(self, members: list[FieldSpec], lang: str) -> None:
+        """Values in one row, switches in another (a checkbox squeezed between text boxes wraps its
+        label one word a line)."""
+        for row in ([s for s in members if s.kind != "bool"], [s for s in members if s.kind == "bool"]):
+            if row:
                 with gr.Row(equal_height=False):
-                    for spec in members:
+                    for spec in row:
                         self.components[spec.path] = self._component(spec, lang)
 
     def _component(self, spec: FieldSpec, lang: str) -> gr.components.Component:
