@@ -132,5 +132,9 @@ def test_board_trains_chats_exports_and_registers(board: str, tmp_path: Path) ->
         page.wait_for_function(  # the table's cells are measured in hidden copies: read its text
             "() => document.querySelector('#registry-versions').innerText.includes('candidate')"
         )
+        page.get_by_role("button", name="Promote (through the gate)").click()  # ft promote's gate
+        page.wait_for_function(
+            "() => /(passed|failed|refused): /.test(document.querySelector('#registry-decision').innerText)"
+        )
         page.screenshot(path=shots / "registry.png", full_page=True)
         browser.close()
