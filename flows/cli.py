@@ -21,6 +21,7 @@ ft models [--family F] [--tag T] [--search S]   the model catalogue (names for m
 ft doctor [CFG]                 check packages, device, Prefect / MLflow servers, caches, disk
 ft deploy CFG [--cron C] [...]  register a scheduled deployment on the Prefect server (work pool)
 ft trigger FLOW/NAME [k=v ...]  start a deployed run with overrides [--wait]
+ft webui [--host H] [--port P] [--auth user:password]   the web board (browser)
 
 example: ft run configs/quickstart.yaml train.learning_rate=1e-3
 """
@@ -74,7 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     data_cli.add_parsers(sub)
     template_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
+    _add_webui(sub)
     return parser
+
+
+def _add_webui(sub: argparse._SubParsersAction) -> None:
+    """`ft webui` (the board is a client of flows, so flows only names it here; gradio, the `webui`
+    extra, is imported when the command runs and a missing one is a ConfigError saying so)."""
+    try:
+        from webui.cli import add_parser
+    except ImportError:  # an install without the webui package keeps every other command
+        return
+    add_parser(sub)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -207,6 +219,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return env_cli.handle(args)
     if args.command in promote_cli.COMMANDS:
         return promote_cli.handle(args)
+    if args.command == "webui":
+        from webui.cli import handle
+
+        return handle(args)
     if args.command in ("serve", "chat"):
         from ftcore.serve import cli as serve_cli
 

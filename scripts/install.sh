@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU wheel first: any range that admits a newer release would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev,modelscope,postgres]"
+.venv/bin/python -m pip install -q -e ".[dev,modelscope,postgres,webui]"
 .venv/bin/python -m pip check
 if [ "${1:-}" = "--side-envs" ]; then
   pids=()
