@@ -97,3 +97,40 @@ def test_chunked_head_loss_and_gradients_equal_the_plain_head(fp32_model, monkey
     half = causal_lm_loss(model, batch, num_items_in_batch=2 * int((batch["labels"][:, 1:] != -100).sum()))
     assert abs(half.item() - plain.item() / 2) < 1e-5
     model.zero_grad()
+
+
+def test_frozen_base_is_bf16_without_gradients(tiny_qwen2: Path, tmp_path: Path) -> None:
+    from ftcore.train.methods import method_for
+    from tests.helpers import small_config
+
+    cfg = small_config(tmp_path, "train.bf16=true")
+    method = method_for(cfg)
+    model = method.prepare(method.load(tiny_qwen2, cfg.train), cfg.train)
+    model.set_attn_implementation(varlen.register())
+    batch = FlatCollator()(_examples(model.config.vocab_size, (9, 14)))
+    base = plain_causal_lm(model)
+    assert base is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = causal_lm_loss(base, batch)
+    loss.backward()
+    frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 and p.grad is None for _, p in frozen)
+    assert trained and all(p.grad is not None for p in trained)
+
+
+def test_checkpointing_auto_follows_the_memory_estimate_and_keys_map(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ftcore.config import load_config
+    from ftcore.config.methods import SpeedConfig
+    from ftcore.train.methods.speed import checkpointing_by_estimate
+
+    config = SimpleNamespace(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32)
+    auto = SpeedConfig(gradient_checkpointing="auto")
+    assert checkpointing_by_estimate(auto, config, tokens=10**7, bytes_per_value=2)  # ~TBs: on
+    assert not checkpointing_by_estimate(auto, config, tokens=8, bytes_per_value=2)
+    assert not checkpointing_by_estimate(SpeedConfig(gradient_checkpointing=False), config, 10**7, 2)
+    flat = {"model_name_or_path": "builtin:tiny-qwen2", "stage": "sft", "dataset": "demo_alpaca"}
+    cfg = load_config({**flat, "neat_packing": True, "packing": False, "workdir": str(tmp_path)})
+    assert cfg.train.speed.neat_packing and cfg.train.speed.packing is False

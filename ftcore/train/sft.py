@@ -87,13 +87,16 @@ def run_sft(
 
     args = training_arguments(cfg, checkpoint_dir, method)
     train_dataset, collator = batching(model, tokenizer, train_dataset, cfg)
-    args.gradient_checkpointing = checkpointing_for(model, train_dataset, cfg)
+    checkpointing = checkpointing_for(model, train_dataset, cfg)
+    args.gradient_checkpointing = checkpointing
+    if hasattr(args, "activation_checkpointing"):  # transformers >= 5.2x: the name the Trainer reads
+        args.activation_checkpointing = checkpointing
     trainer_class = Trainer
     if cfg.speed.fused_loss:
         from ftcore.train.fused_loss import with_fused_loss
 
         trainer_class = with_fused_loss(Trainer)
-    return fit(
+    result = fit(
         trainer_class,
         model,
         args,
@@ -105,6 +108,9 @@ def run_sft(
         train_dataset=train_dataset,
         data_collator=collator,
     )
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "ftflow_varlen":
+        model.set_attn_implementation("sdpa")  # the trained model is used (evaluated, saved) as loaded
+    return result
 
 
 def batching(model: Any, tokenizer: Any, train_dataset: Any, cfg: TrainConfig) -> tuple[Any, Any]:

@@ -101,12 +101,12 @@ def training_args(speed: SpeedConfig) -> dict[str, Any]:
         "neftune_noise_alpha": speed.neftune_noise_alpha,
         "use_liger_kernel": speed.enable_liger_kernel,
         "torch_compile": speed.torch_compile,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False},
     }
     if speed.group_by_length and not speed.padding_free:
         args["train_sampling_strategy"] = "group_by_length"
-    # non-reentrant checkpointing works with frozen inputs (LoRA, freeze) without
-    # enable_input_require_grads
+    if speed.gradient_checkpointing is not False:  # on, or maybe on (sft / pt decide auto later)
+        # non-reentrant: works with frozen inputs (LoRA, freeze) without enable_input_require_grads
+        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
 
 
