@@ -26,7 +26,7 @@ STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
     "fetch_dataset": 2,
     "preprocess": 3,
-    "train": 3,
+    "train": 4,
     "evaluate": 5,
     "merge": 4,
     "quantize": 1,
@@ -56,6 +56,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/train/ppo/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
+        "ftcore/data/packing.py",
     ),
     "evaluate": (
         "ftcore/steps/evaluate.py",
