@@ -315,12 +315,13 @@ def main() -> None:
         "--alpaca", type=Path, default=None, help="a real alpaca_en_demo.json instead of the stand-in"
     )
     p.add_argument(
-        "--smoke", action="store_true", help="3 steps, 64 rows, 1 repeat, bf16, no refusal, no file"
+        "--smoke", action="store_true", help="3 steps (or --steps), 64 rows, 1 repeat, bf16, no refusal, no file"
     )
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     a = p.parse_args()
     if a.smoke:
-        a.steps, a.max_samples, a.repeats, a.dtypes, a.refuse = 3, a.max_samples or 64, 1, "bf16", False
+        a.steps = a.steps if a.steps != 40 else 3
+        a.max_samples, a.repeats, a.dtypes, a.refuse = a.max_samples or 64, 1, "bf16", False
     a.bf16_wall = "bf16" in a.dtypes
     names = [n.strip() for n in a.runs.split(",") if n.strip()]
     work = Path(tempfile.mkdtemp(prefix="w1-bench-"))

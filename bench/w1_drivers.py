@@ -52,6 +52,8 @@ class Meter(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.end = time.perf_counter()
+        if not self.tokens:  # the collate hook did not take: the Trainer's own count
+            self.tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
     def result(self) -> dict[str, Any]:
         seconds = self.end - self.start
