@@ -315,7 +315,7 @@ def main() -> None:
         "--alpaca", type=Path, default=None, help="a real alpaca_en_demo.json instead of the stand-in"
     )
     p.add_argument(
-        "--smoke", action="store_true", help="3 steps (or --steps), 64 rows, 1 repeat, bf16, no refusal, no file"
+        "--smoke", action="store_true", help="3 steps (or --steps), 64 rows, 1 repeat, bf16, no refusal"
     )
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     a = p.parse_args()
