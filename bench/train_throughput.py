@@ -157,7 +157,9 @@ def configs(
     return tool, {"config": spec}
 
 
-def run_one(name: str, spec: dict, tool: str, work: Path, refuse: bool) -> dict[str, Any]:
+def run_one(
+    name: str, spec: dict, tool: str, work: Path, refuse: bool, threads: int | None = None
+) -> dict[str, Any]:
     """One run in a child process: its Meter result, peak RSS and the load of the other processes."""
     spec_file, result_file = work / "spec.json", work / "result.json"
     spec_file.write_text(json.dumps(spec))
@@ -168,6 +170,8 @@ def run_one(name: str, spec: dict, tool: str, work: Path, refuse: bool) -> dict[
     else:
         python, env = Path(sys.executable), {**os.environ, "PYTHONPATH": str(REPO)}
     env = {**env, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+    if threads:  # on a busy machine torch's threads thrash (10-40x slower): one each keeps it sane
+        env["OMP_NUM_THREADS"] = str(threads)
     log = (work / f"{name.replace(' ', '_')}.log").open("w")
     busy0, t0 = cpu_busy(), time.monotonic()
     proc = subprocess.Popen(
@@ -317,6 +321,7 @@ def main() -> None:
     p.add_argument(
         "--smoke", action="store_true", help="3 steps (or --steps), 64 rows, 1 repeat, bf16, no refusal"
     )
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: torch's)")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     a = p.parse_args()
     if a.smoke:
@@ -335,7 +340,7 @@ def main() -> None:
             for name in round_names:
                 tool, spec = configs(name, model, data, work / "runs", dtype == "bf16", a)
                 (work / "runs").mkdir(parents=True, exist_ok=True)
-                row = run_one(name, spec, tool, work, a.refuse)
+                row = run_one(name, spec, tool, work, a.refuse, a.threads)
                 rows.append(row)
                 print(f"[{dtype}] {json.dumps({k: v for k, v in row.items() if k != 'losses'})}", flush=True)
         results[dtype] = median_rows(rows)
