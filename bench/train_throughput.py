@@ -327,6 +327,7 @@ def main() -> None:
     if a.smoke:
         a.steps = a.steps if a.steps != 40 else 3
         a.max_samples, a.repeats, a.dtypes, a.refuse = a.max_samples or 64, 1, "bf16", False
+        a.threads = a.threads or 1
     a.bf16_wall = "bf16" in a.dtypes
     names = [n.strip() for n in a.runs.split(",") if n.strip()]
     work = Path(tempfile.mkdtemp(prefix="w1-bench-"))
