@@ -57,6 +57,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/train/ppo/*.py",
         "ftcore/modeling.py",
         "ftcore/data/collator.py",
+        "ftcore/data/packing.py",
     ),
     "evaluate": (
         "ftcore/steps/evaluate.py",

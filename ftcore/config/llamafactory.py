@@ -124,6 +124,7 @@ KEY_MAP: dict[str, str] = {
     "disable_gradient_checkpointing": "train.speed.gradient_checkpointing",  # inverted
     **_prefixed("", "train.speed.", "flash_attn enable_liger_kernel use_unsloth neftune_noise_alpha"),
     **_prefixed("", "train.speed.", "rope_scaling"),
+    **_prefixed("", "train.speed.", "packing neat_packing"),
 }
 
 # LLaMA-Factory spellings of values that ftflow names otherwise

@@ -106,10 +106,46 @@ class BadamConfig(Section):
 
 
 class SpeedConfig(Section):
-    gradient_checkpointing: bool | None = Field(
+    gradient_checkpointing: bool | Literal["auto"] | None = Field(
         None,
-        description="Recompute activations in backward (less memory, ~30% slower). Default: on with a GPU "
-        "(as LLaMA-Factory, whose disable_gradient_checkpointing turns it off), off on CPU.",
+        description="Recompute activations in backward (less memory, ~30% slower). auto (or unset): on "
+        "only when the estimated activations of a batch exceed half the free memory (sft / pt; other "
+        "stages: on with a GPU, off on CPU). LLaMA-Factory's disable_gradient_checkpointing turns it off.",
+    )
+    packing: bool | None = Field(
+        None,
+        description="Several examples per training row of data.cutoff_len tokens (LLaMA-Factory's "
+        "greedy knapsack). Unset: on for pt (its cutoff_len blocks), off for sft. Plain packing lets "
+        "examples of a row attend to each other, as LLaMA-Factory's; see neat_packing.",
+    )
+    neat_packing: bool = Field(
+        False,
+        description="Packing without attention across examples (implies packing): each example keeps "
+        "its positions and attends only to itself, at the cost of its own length (variable-length "
+        "attention). A step then sees about batch x cutoff_len tokens, as LLaMA-Factory's.",
+    )
+    packing_len: int | None = Field(None, gt=8, description="Tokens per packed row; unset: data.cutoff_len.")
+    padding_free: bool = Field(
+        True,
+        description="sft / pt: lay the examples of a batch end to end in one row, with no padding and "
+        "variable-length attention (no example sees another). The loss is the same as with padding. "
+        "Off: right padding to a multiple of 8.",
+    )
+    group_by_length: bool = Field(
+        False,
+        description="padding_free off: batch examples of similar length together (less padding; "
+        "the order of examples is no longer random).",
+    )
+    fused_loss: bool = Field(
+        True,
+        description="sft / pt: compute the LM head and cross-entropy only at label positions, in chunks, "
+        "never materializing the batch's full-vocabulary logits (Liger's kernel on a GPU with "
+        "liger-kernel installed, ftflow's chunked one otherwise). Same loss and gradients.",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile the model (TrainingArguments.torch_compile). Off by default: on CPU "
+        "the compile time exceeded the gain in short runs (see bench/RESULTS.md).",
     )
     flash_attn: Literal["auto", "sdpa", "eager", "fa2"] = Field(
         "auto",

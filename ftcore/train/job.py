@@ -72,6 +72,7 @@ def run_training(request: TrainRequest, extra_callbacks: list[Any] | None = None
     resume_from = Path(request.resume_from) if request.resume_from else None
     method = method_for(cfg)
     cfg.train.distributed = distributed.worker_settings(cfg)  # env applied, DeepSpeed / FSDP files read
+    cfg.train.speed.packing_len = cfg.train.speed.packing_len or cfg.data.cutoff_len
     main = distributed.is_main()
     if cfg.train.distributed.fsdp and distributed.world_size() > 1:
         import torch

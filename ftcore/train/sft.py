@@ -83,13 +83,21 @@ def run_sft(
     """Train `model` in place; returns the final metrics and the full log history."""
     from transformers import Trainer
 
-    from ftcore.data.collator import SFTCollator
     from ftcore.train.trainers import fit
 
     args = training_arguments(cfg, checkpoint_dir, method)
-    collator = SFTCollator(pad_token_id=tokenizer.pad_token_id)
-    return fit(
-        Trainer,
+    train_dataset, collator = batching(model, tokenizer, train_dataset, cfg)
+    checkpointing = checkpointing_for(model, train_dataset, cfg)
+    args.gradient_checkpointing = checkpointing
+    if hasattr(args, "activation_checkpointing"):  # transformers >= 5.2x: the name the Trainer reads
+        args.activation_checkpointing = checkpointing
+    trainer_class = Trainer
+    if cfg.speed.fused_loss:
+        from ftcore.train.fused_loss import with_fused_loss
+
+        trainer_class = with_fused_loss(Trainer)
+    result = fit(
+        trainer_class,
         model,
         args,
         tokenizer,
@@ -100,6 +108,48 @@ def run_sft(
         train_dataset=train_dataset,
         data_collator=collator,
     )
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "ftflow_varlen":
+        model.set_attn_implementation("sdpa")  # the trained model is used (evaluated, saved) as loaded
+    return result
+
+
+def batching(model: Any, tokenizer: Any, train_dataset: Any, cfg: TrainConfig) -> tuple[Any, Any]:
+    """(dataset, collator) of the speed switches: packed rows (packing / neat_packing, sft), and
+    padding-free rows with variable-length attention (padding_free) or right padding to a multiple
+    of 8."""
+    from ftcore.data.collator import FlatCollator, SFTCollator
+    from ftcore.data.packing import pack_dataset
+
+    speed = cfg.speed
+    if (speed.packing or speed.neat_packing) and cfg.stage == "sft" and len(train_dataset):
+        capacity = speed.packing_len or max(len(x) for x in train_dataset["input_ids"])
+        train_dataset = pack_dataset(train_dataset, capacity, neat=speed.neat_packing)
+    if speed.padding_free or speed.neat_packing:
+        use_varlen_attention(model)
+        return train_dataset, FlatCollator()
+    return train_dataset, SFTCollator(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=8)
+
+
+def use_varlen_attention(model: Any) -> None:
+    """Switch an sdpa model to ftflow's variable-length attention (same math, per example); flash
+    attention already reads packed rows, eager gets transformers' block mask."""
+    from ftcore.train import varlen
+
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(varlen.register())
+
+
+def checkpointing_for(model: Any, train_dataset: Any, cfg: TrainConfig) -> bool:
+    """Gradient checkpointing for this run: as set, or by the activation estimate of the largest batch
+    (train.speed.gradient_checkpointing auto)."""
+    from ftcore.train.methods.speed import checkpointing_by_estimate
+
+    longest = max((len(x) for x in train_dataset["input_ids"]), default=0) if len(train_dataset) else 0
+    tokens = longest * cfg.per_device_train_batch_size
+    bytes_per_value = 2 if resolve_bf16(cfg) or cfg.fp16 else 4
+    config = getattr(model, "config", None)
+    return checkpointing_by_estimate(cfg.speed, config, tokens, bytes_per_value)
 
 
 def run_mean_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:

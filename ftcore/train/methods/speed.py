@@ -54,9 +54,44 @@ def check_speed(speed: SpeedConfig) -> None:
 
 
 def gradient_checkpointing(speed: SpeedConfig) -> bool:
-    """train.speed.gradient_checkpointing, or when unset: on with a GPU (LLaMA-Factory's default),
-    off on CPU, where memory is rarely the limit and recomputation costs ~30% of the time."""
-    return _cuda() if speed.gradient_checkpointing is None else speed.gradient_checkpointing
+    """train.speed.gradient_checkpointing, or when unset / auto: on with a GPU (LLaMA-Factory's
+    default), off on CPU, where memory is rarely the limit and recomputation costs ~30% of the time.
+    sft / pt decide auto by a memory estimate instead (checkpointing_by_estimate)."""
+    if isinstance(speed.gradient_checkpointing, bool):
+        return speed.gradient_checkpointing
+    return _cuda()
+
+
+def free_memory_bytes() -> int:
+    """Free memory of the device that trains: the GPU's, else the machine's MemAvailable."""
+    if _cuda():
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def activation_bytes(config: Any, tokens: int, bytes_per_value: int) -> int:
+    """Activations autograd keeps for `tokens` tokens of a decoder (per layer ~34 values per hidden
+    unit plus the MLP's 3 intermediate tensors; attention by example, so no length^2 term)."""
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    inter = int(getattr(config, "intermediate_size", 0) or 4 * hidden)
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    return tokens * layers * (17 * hidden + 3 * inter) * bytes_per_value
+
+
+def checkpointing_by_estimate(speed: SpeedConfig, config: Any, tokens: int, bytes_per_value: int) -> bool:
+    """gradient_checkpointing for sft / pt: as set, or for unset / auto: on when a batch of `tokens`
+    tokens would keep more than half the free memory in activations."""
+    if isinstance(speed.gradient_checkpointing, bool):
+        return speed.gradient_checkpointing
+    return activation_bytes(config, tokens, bytes_per_value) > free_memory_bytes() // 2
 
 
 def training_args(speed: SpeedConfig) -> dict[str, Any]:
@@ -65,8 +100,11 @@ def training_args(speed: SpeedConfig) -> dict[str, Any]:
         "gradient_checkpointing": gradient_checkpointing(speed),
         "neftune_noise_alpha": speed.neftune_noise_alpha,
         "use_liger_kernel": speed.enable_liger_kernel,
+        "torch_compile": speed.torch_compile,
     }
-    if args["gradient_checkpointing"]:
+    if speed.group_by_length and not speed.padding_free:
+        args["train_sampling_strategy"] = "group_by_length"
+    if speed.gradient_checkpointing is not False:  # on, or maybe on (sft / pt decide auto later)
         # non-reentrant: works with frozen inputs (LoRA, freeze) without enable_input_require_grads
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
