@@ -39,10 +39,25 @@ def run_rm(
 
     if model.config.pad_token_id is None:  # the score is read at the last non-pad token
         model.config.pad_token_id = tokenizer.pad_token_id
+    _score_in_its_own_dtype(model)
     args = trl_args(RewardConfig, cfg, checkpoint_dir, method, max_length=None)
     return fit(
         Trainer, model, args, tokenizer, callbacks, method, cfg, resume_from, train_dataset=train_dataset
     )
+
+
+def _score_in_its_own_dtype(model: Any) -> None:
+    """QLoRA: kbit preparation upcasts the norms, so the head gets fp32 hidden states while its own
+    weights keep the load dtype; cast the head's input to its weight's dtype."""
+    import torch
+
+    def cast(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        dtype = module.weight.dtype
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    for name, module in model.named_modules():
+        if "score" in name.split(".") and isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(cast)
 
 
 def load_reward_model(path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> Any:
