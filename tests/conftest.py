@@ -23,6 +23,7 @@ LONGEST_FIRST = (
     "test_distributed.py",
     "test_rl_stages.py",
     "test_recipes.py",
+    "test_stage_method_matrix.py",
     "test_streaming.py",
     "test_promote.py",
     "test_quantize.py",
