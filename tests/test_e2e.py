@@ -161,7 +161,7 @@ def test_ctrl_c_during_training_stops_at_once_and_keeps_the_checkpoint(tmp_path:
     seconds = time.monotonic() - start
     log = (tmp_path / "ft.log").read_text()
     assert code == 130, log[-3000:]
-    assert seconds < 10, f"took {seconds:.1f} s to stop"
+    assert seconds < 20, f"took {seconds:.1f} s to stop"  # it once hung for minutes; 20 s allows a busy CI
     assert "interrupted: finished steps and the last training checkpoint are kept" in log
     assert last_complete_checkpoint(step / "checkpoints") is not None
     assert read_manifest(step) is None

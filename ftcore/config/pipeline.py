@@ -48,6 +48,12 @@ class PipelineConfig(Section):
                 raise ValueError("data.streaming needs train.max_steps > 0 (a stream has no length)")
             if self.train.stage not in ("sft", "pt"):
                 raise ValueError(f"data.streaming supports train.stage sft and pt, not {self.train.stage}")
+            speed = self.train.speed
+            if self.train.stage == "sft" and (speed.packing or speed.neat_packing):
+                raise ValueError(
+                    "data.streaming and train.speed.packing / neat_packing cannot be combined: packing "
+                    "sorts the whole dataset into rows, a stream is read in order"
+                )
         return self
 
     @model_validator(mode="after")

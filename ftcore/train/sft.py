@@ -145,7 +145,10 @@ def checkpointing_for(model: Any, train_dataset: Any, cfg: TrainConfig) -> bool:
     (train.speed.gradient_checkpointing auto)."""
     from ftcore.train.methods.speed import checkpointing_by_estimate
 
-    longest = max((len(x) for x in train_dataset["input_ids"]), default=0) if len(train_dataset) else 0
+    if hasattr(train_dataset, "longest"):  # a stream (data.streaming): measured without reading it all
+        longest = train_dataset.longest()
+    else:
+        longest = max((len(x) for x in train_dataset["input_ids"]), default=0) if len(train_dataset) else 0
     tokens = longest * cfg.per_device_train_batch_size
     bytes_per_value = 2 if resolve_bf16(cfg) or cfg.fp16 else 4
     config = getattr(model, "config", None)

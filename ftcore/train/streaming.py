@@ -38,6 +38,14 @@ class StreamedRows(torch.utils.data.IterableDataset):
         self.start = start % self.rows if self.rows else 0
         self.passes = 0
 
+    def longest(self) -> int:
+        """Tokens in the longest row, from the Arrow list offsets only (the rows are not read)."""
+        import datasets
+        import pyarrow.compute as pc
+
+        column = datasets.load_from_disk(str(self.path)).data.column("input_ids")
+        return int(pc.max(pc.list_value_length(column)).as_py() or 0) if self.rows else 0
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         import datasets
 
