@@ -122,7 +122,7 @@ def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
     """`ft run` in its own session (as a terminal's foreground job), stopped at its first checkpoint;
     returns the process, its log file and the port of its temporary Prefect server."""
     workdir = tmp_path / "job"
-    args = ["run", "configs/quickstart.yaml", f"workdir={workdir}", "train.max_steps=400"]
+    args = ["run", "configs/quickstart.yaml", f"workdir={workdir}", "train.max_steps=4000"]
     args += ["train.save_steps=5", "eval.enabled=false", "registry.enabled=false"]
     log = tmp_path / "ft.log"
     with log.open("w") as out:

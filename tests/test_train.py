@@ -254,7 +254,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("how", ["sigterm-to-the-step", "ctrl-c"])
 def test_stopping_the_train_step_stops_its_worker_and_keeps_the_checkpoint(tmp_path: Path, how: str) -> None:
-    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=500", "train.save_steps=2")
+    cfg = small_config(tmp_path / "job", "train.report_to=none", "train.max_steps=5000", "train.save_steps=2")
     out = _out(cfg)
     step = _step_process(cfg, tmp_path, start_new_session=True)
     try:
