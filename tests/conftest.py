@@ -13,23 +13,25 @@ REPO = Path(__file__).resolve().parents[1]
 # The suite runs on pytest-xdist workers, a whole file per worker (pyproject: -n auto --dist loadfile).
 # Files that take minutes go first, so that no long file starts last and runs alone at the end; the
 # rest keep their order. A scheduling hint only: a stale name costs time, never correctness.
-LONGEST_FIRST = (
+LONGEST_FIRST = (  # by the summed durations of a full run (pytest --durations)
+    "test_e2e.py",
     "test_stack_postgres.py",
     "test_serve_vllm.py",
-    "test_builtin_families.py",
-    "test_webui_browser.py",
+    "test_recipes.py",
+    "test_promote.py",
     "test_pref_stages.py",
-    "test_serve_follow.py",
+    "test_webui_browser.py",
+    "test_builtin_families.py",
     "test_distributed.py",
     "test_rl_stages.py",
-    "test_recipes.py",
     "test_stage_method_matrix.py",
-    "test_streaming.py",
-    "test_promote.py",
     "test_quantize.py",
-    "test_export.py",
-    "test_e2e.py",
+    "test_train.py",
     "test_flow.py",
+    "test_serve_follow.py",
+    "test_evaluate.py",
+    "test_streaming.py",
+    "test_export.py",
 )
 MAX_WORKERS = 4  # each worker may start Prefect, MLflow or vLLM servers; more would only contend
 
