@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,10 @@ MAX_WORKERS = 4  # each worker may start Prefect, MLflow or vLLM servers; more w
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background by a script (`pytest &`) inherits SIGINT ignored, and so would
+    # every `ft` the Ctrl-C tests start; they need the terminal's default
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Isolation before anything imports ftcore / prefect / mlflow: a fresh cache per session, so no
     # artifact made by older code is reused (the built-in models are rebuilt, a few seconds each).
     # FTFLOW_TEST_HOME keeps one across sessions for quicker local iteration.
