@@ -3,7 +3,8 @@ against LLaMA-Factory 0.9.5 (defaults, neat_packing) and TRL's SFTTrainer (defau
 
 W1 (bench/w1.py): a 30.9M-parameter Qwen2 built locally, alpaca_en_demo's 999 rows (a length-matched
 stand-in is shipped; --alpaca FILE takes the real one), template qwen, cutoff 512, LoRA rank 8 alpha 16
-on all 7 projections, batch 8, 40 steps, lr 1e-4 constant, bf16 (this CPU has AVX512-BF16) and fp32.
+on all 7 projections, batch 8, 40 steps, lr 1e-4 constant, bf16 (only where the CPU has AVX512-BF16 or
+AMX: emulated bf16 is 7-50x slower than fp32) and fp32.
 Each run is its own process; runs are interleaved (round 1: every run; rounds 2-3: ftflow's default
 and the best peer, LLaMA-Factory neat_packing). Per run: non-padding input tokens/s over the training
 loop, peak RSS, final loss (mean of the last 5 steps); medians of the repeats and the ratios against
@@ -39,6 +40,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import w1  # noqa: E402
+
+from ftcore.modeling import cpu_bf16_native  # noqa: E402
 
 LF_VERSION = "0.9.5"
 # run name -> (tool, variant): ftflow variants are dotted overrides on its defaults
@@ -90,6 +93,11 @@ def lf_python() -> Path:
     stub.mkdir(parents=True, exist_ok=True)
     (stub / "__init__.py").touch()
     return python
+
+
+def repo_path() -> str:
+    """PYTHONPATH for ftflow's runs: this checkout first, then what the caller had (carried wheels)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def lf_env(python: Path) -> dict[str, str]:
@@ -168,7 +176,7 @@ def run_one(
         python = lf_python()
         env = lf_env(python)
     else:
-        python, env = Path(sys.executable), {**os.environ, "PYTHONPATH": str(REPO)}
+        python, env = Path(sys.executable), {**os.environ, "PYTHONPATH": repo_path()}
     env = {**env, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
     if threads:  # on a busy machine torch's threads thrash (10-40x slower): one each keeps it sane
         env["OMP_NUM_THREADS"] = str(threads)
@@ -189,39 +197,57 @@ def run_one(
         row["error"] = f"exit status {status}; see {log.name}"
     else:
         row.update(json.loads(result_file.read_text()))
+        if not row["tokens"]:
+            row["error"] = f"no tokens counted; see {log.name}"
     row["refused"] = refuse and others > 0.25
     return row
 
 
-def wall_time(cmd: list[str], env: dict[str, str]) -> float:
-    start = time.monotonic()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - start
+def wall_time(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds of one whole command, and the cores other processes used meanwhile."""
+    busy0, start = cpu_busy(), time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - start
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with status {status}")
+    own = (usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK")
+    others = max(0.0, (cpu_busy() - busy0 - own) / os.sysconf("SC_CLK_TCK") / seconds)
+    return seconds, others
 
 
-def epoch_wall_times(model: Path, data: Path, work: Path, a: argparse.Namespace) -> dict[str, float]:
-    """Whole-process seconds of one epoch: `ft train` vs `llamafactory-cli train` (defaults, and both
-    with neat_packing): start-up, tokenization, training and saving."""
+# (label, tool, LLaMA-Factory-style keys over W1's) of the one-epoch wall-time runs
+EPOCH_RUNS = (
+    ("ft train (defaults)", "ftflow", {}),
+    ("llamafactory-cli train (defaults)", "llamafactory", {}),
+    ("llamafactory-cli train (neat_packing)", "llamafactory", {"neat_packing": True}),
+)
+
+
+def epoch_wall_times(
+    model: Path, data: Path, work: Path, a: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
+    """Whole-process seconds of one epoch (start-up, tokenization, training and saving): `ft train`
+    with its defaults vs `llamafactory-cli train` with its defaults and with its best setting."""
     import yaml
 
     ep = argparse.Namespace(**{**vars(a), "steps": None})
-    out: dict[str, float] = {}
-    ft_env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out: dict[str, tuple[float, float]] = {}
+    ft_env = {**os.environ, "PYTHONPATH": repo_path(), "OMP_WAIT_POLICY": "PASSIVE"}
     python = lf_python()
-    for label, neat in (("defaults", False), ("neat_packing", True)):
-        for tool, name in (("ftflow", "ftflow defaults"), ("llamafactory", "LLaMA-Factory defaults")):
-            _, spec = configs(name, model, data, work / f"epoch-{tool}-{label}", a.bf16_wall, ep)
-            cfg = {**spec["config"], **({"neat_packing": True} if neat else {})}
-            path = work / f"epoch-{tool}-{label}.yaml"
-            path.write_text(yaml.safe_dump(cfg))
-            if tool == "ftflow":
-                cmd = [sys.executable, "-m", "flows.cli", "train", str(path)]
-                out[f"ft train ({label})"] = wall_time(cmd, ft_env)
-            else:
-                cli = str(python.parent / "llamafactory-cli")
-                out[f"llamafactory-cli train ({label})"] = wall_time(
-                    [cli, "train", str(path)], lf_env(python)
-                )
+    for label, tool, extra in EPOCH_RUNS:
+        name = "ftflow defaults" if tool == "ftflow" else "LLaMA-Factory defaults"
+        folder = work / f"epoch-{len(out)}"
+        _, spec = configs(name, model, data, folder, a.bf16_wall, ep)
+        path = folder.with_suffix(".yaml")
+        path.write_text(yaml.safe_dump({**spec["config"], **extra}))
+        if tool == "ftflow":
+            out[label] = wall_time([sys.executable, "-m", "flows.cli", "train", str(path)], ft_env)
+        else:
+            cli = str(python.parent / "llamafactory-cli")
+            env = {**lf_env(python), "OMP_WAIT_POLICY": "PASSIVE"}
+            out[label] = wall_time([cli, "train", str(path)], env)
+        print(f"[epoch] {label}: {out[label][0]:.0f} s, others {out[label][1]:.2f} cores", flush=True)
     return out
 
 
@@ -248,16 +274,41 @@ def median_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def report(results: dict[str, dict], walls: dict[str, float], a: argparse.Namespace) -> str:
-    """The RESULTS.md section: one table per dtype, ratios against each peer, the epoch wall times."""
+def machine_line(a: argparse.Namespace) -> str:
+    return (
+        f"`bench/train_throughput.py` on {platform.node()} ({os.cpu_count()} cores), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"CPU bf16 instructions: {'yes' if cpu_bf16_native() else 'no (bf16 emulated: fp32 only)'}; "
+        f"refusal {'on' if a.refuse else 'OFF (numbers taken under load)'}."
+    )
+
+
+def epoch_report(walls: dict[str, tuple[float, float]], a: argparse.Namespace) -> str:
+    """The RESULTS.md section of the one-epoch wall times, with ratios against ft train."""
+    ours = walls.get("ft train (defaults)", (0.0, 0.0))[0]
+    lines = [
+        "## One epoch of W1, whole process",
+        "",
+        machine_line(a) + f" dtype {'bf16' if a.bf16_wall else 'fp32'}; all 999 rows, batch 8.",
+        "",
+        "| command | wall s | its time / ft train's | others' cores |",
+        "|---|---|---|---|",
+    ]
+    for label, (seconds, others) in walls.items():
+        flag = " REFUSED" if a.refuse and others > 0.25 else ""
+        ratio = f"{seconds / ours:.2f}x" if ours else "-"
+        lines.append(f"| {label}{flag} | {seconds:.0f} | {ratio} | {others:.2f} |")
+    return "\n".join([*lines, ""])
+
+
+def report(results: dict[str, dict], a: argparse.Namespace) -> str:
+    """The RESULTS.md section: one table per dtype, ratios against each peer."""
     lines = [
         "## Training throughput (W1)",
         "",
-        f"`bench/train_throughput.py` on {platform.node()} ({os.cpu_count()} cores), "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; steps {a.steps}, "
-        f"rows {a.max_samples or 'all'}, refusal {'on' if a.refuse else 'OFF (numbers taken under load)'}. "
-        "tok/s: non-padding input tokens per second "
-        "of the training loop; loss: mean of the last 5 steps; n: counted repeats (median shown).",
+        machine_line(a) + f" Steps {a.steps}, rows {a.max_samples or 'all'}. "
+        "tok/s: non-padding input tokens per second of the training loop; "
+        "loss: mean of the last 5 steps; n: counted repeats (median shown).",
         "",
     ]
     peers = [n for n in RUNS if not n.startswith("ftflow")]
@@ -287,9 +338,6 @@ def report(results: dict[str, dict], walls: dict[str, float], a: argparse.Namesp
             ]
             lines.append(f"- {ours} vs " + "; ".join(parts))
         lines.append("")
-    if walls:
-        lines += ["### One epoch, whole process (seconds)", "", "| command | wall s |", "|---|---|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in walls.items()] + [""]
     return "\n".join(lines)
 
 
@@ -306,33 +354,10 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40, help="training steps per run (W1: 40)")
-    p.add_argument("--max-samples", type=int, default=None, help="rows of the dataset (W1: all 999)")
-    p.add_argument("--repeats", type=int, default=3, help="repeats of ftflow defaults and the best peer")
-    p.add_argument("--dtypes", default="bf16,fp32", help="comma list of bf16, fp32")
-    p.add_argument("--runs", default=",".join(RUNS), help="comma list of run names (default: all)")
-    p.add_argument("--no-refuse", dest="refuse", action="store_false", help="count runs under load too")
-    p.add_argument("--no-epoch", dest="epoch", action="store_false", help="skip the one-epoch wall times")
-    p.add_argument(
-        "--alpaca", type=Path, default=None, help="a real alpaca_en_demo.json instead of the stand-in"
-    )
-    p.add_argument(
-        "--smoke", action="store_true", help="3 steps (or --steps), 64 rows, 1 repeat, bf16, no refusal"
-    )
-    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: torch's)")
-    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    a = p.parse_args()
-    if a.smoke:
-        a.steps = a.steps if a.steps != 40 else 3
-        a.max_samples, a.repeats, a.dtypes, a.refuse = a.max_samples or 64, 1, "bf16", False
-        a.threads = a.threads or 1
-    a.bf16_wall = "bf16" in a.dtypes
-    names = [n.strip() for n in a.runs.split(",") if n.strip()]
-    work = Path(tempfile.mkdtemp(prefix="w1-bench-"))
-    data = w1.data_dir(a.alpaca, work)
-    model = w1.build_model(HERE / ".w1-model" if a.alpaca is None else work / "w1-model", data)
+def throughput(
+    names: list[str], model: Path, data: Path, work: Path, a: argparse.Namespace
+) -> dict[str, dict]:
+    """Per dtype, the medians of the interleaved runs (round 1: every run; then the repeated ones)."""
     results: dict[str, dict] = {}
     for dtype in a.dtypes.split(","):
         rows = []
@@ -345,11 +370,58 @@ def main() -> None:
                 rows.append(row)
                 print(f"[{dtype}] {json.dumps({k: v for k, v in row.items() if k != 'losses'})}", flush=True)
         results[dtype] = median_rows(rows)
-    walls = epoch_wall_times(model, data, work, a) if a.epoch else {}
-    section = report(results, walls, a)
-    print(section)
-    if not a.smoke:
-        write_section(a.out, section)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=40, help="training steps per run (W1: 40)")
+    p.add_argument("--max-samples", type=int, default=None, help="rows of the dataset (W1: all 999)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of ftflow defaults and the best peer")
+    p.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma list of bf16, fp32 (default: both where the CPU does bf16 in hardware, else fp32: "
+        "emulated bf16 is 7-50x slower than fp32 and measures nothing W1 means)",
+    )
+    p.add_argument("--runs", default=",".join(RUNS), help="comma list of run names (default: all)")
+    p.add_argument("--no-refuse", dest="refuse", action="store_false", help="count runs under load too")
+    p.add_argument(
+        "--part",
+        choices=("all", "throughput", "epoch"),
+        default="all",
+        help="the tokens/s runs, the one-epoch wall times, or both (each writes its own section)",
+    )
+    p.add_argument(
+        "--alpaca", type=Path, default=None, help="a real alpaca_en_demo.json instead of the stand-in"
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="3 steps (or --steps), 64 rows, 1 repeat, one dtype, no refusal"
+    )
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: torch's)")
+    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    a = p.parse_args()
+    a.dtypes = a.dtypes or ("bf16,fp32" if cpu_bf16_native() else "fp32")
+    if a.smoke:
+        a.steps = a.steps if a.steps != 40 else 3
+        a.max_samples, a.repeats, a.refuse = a.max_samples or 64, 1, False
+        a.dtypes = a.dtypes.split(",")[0]
+        a.threads = a.threads or 1
+    a.bf16_wall = "bf16" in a.dtypes
+    names = [n.strip() for n in a.runs.split(",") if n.strip()]
+    work = Path(tempfile.mkdtemp(prefix="w1-bench-"))
+    data = w1.data_dir(a.alpaca, work)
+    model = w1.build_model(HERE / ".w1-model" if a.alpaca is None else work / "w1-model", data)
+    if a.part in ("all", "throughput"):
+        section = report(throughput(names, model, data, work, a), a)
+        print(section)
+        if not a.smoke:
+            write_section(a.out, section)
+    if a.part in ("all", "epoch"):
+        section = epoch_report(epoch_wall_times(model, data, work, a), a)
+        print(section)
+        if not a.smoke:
+            write_section(a.out, section)
 
 
 if __name__ == "__main__":

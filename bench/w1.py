@@ -72,8 +72,9 @@ def data_dir(alpaca: Path | None, work: Path) -> Path:
     return folder
 
 
-def build_model(out: Path, data: Path) -> Path:
-    """W1's model folder (built once: reused when config.json is there)."""
+def build_model(out: Path, data: Path, shape: dict | None = None) -> Path:
+    """W1's model folder (built once: reused when config.json is there); `shape` overrides MODEL's
+    sizes (bench/gpu_check.py's larger model for a GPU)."""
     if (out / "config.json").exists():
         return out
     import torch
@@ -110,7 +111,7 @@ def build_model(out: Path, data: Path) -> Path:
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         bos_token_id=None,
-        **MODEL,
+        **{**MODEL, **(shape or {})},
     )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)

@@ -3,9 +3,8 @@ ftflow's virtualenv, LLaMA-Factory's in its own), measured the same way for ever
 
     python bench/w1_drivers.py TOOL SPEC.json RESULT.json
 
-The Meter callback counts the non-padding input tokens of every batch the Trainer draws (attention
-mask != 0 where the batch has one: LLaMA-Factory's neat_packing mask holds segment numbers; else every
-input id, since padding-free batches have no padding), times the training loop (train begin -> end)
+The Meter callback counts the non-padding input tokens of every batch at the decoder's forward (see
+Meter._non_padding), times the training loop (train begin -> end)
 and keeps the logged losses. Imports only transformers (and the tool).
 """
 
@@ -27,20 +26,30 @@ class Meter(TrainerCallback):
         self.start = self.end = 0.0
         self.steps = 0
 
-    def _count(self, batch: Any) -> Any:
-        mask = batch.get("attention_mask") if hasattr(batch, "get") else None
-        if mask is not None and getattr(mask, "dim", lambda: 0)() == 2:
-            self.tokens += int((mask != 0).sum())
-        else:
-            self.tokens += int(batch["input_ids"].numel())
-        return batch
+    @staticmethod
+    def _non_padding(input_ids: Any, mask: Any) -> int:
+        """Real tokens of a batch: a 2-D mask's non-zeros (LLaMA-Factory's neat_packing mask holds
+        segment numbers), a 4-D additive mask's attending diagonal (its block-diagonal packing mask,
+        where a padding position attends to nothing), else every input id (padding-free rows)."""
+        if mask is not None and mask.dim() == 2:
+            return int((mask != 0).sum())
+        if mask is not None and mask.dim() == 4:
+            diag = mask.diagonal(dim1=-2, dim2=-1)
+            attends = diag if str(diag.dtype) == "torch.bool" else diag == 0  # additive: 0 attends
+            return int(attends.sum())
+        return int(input_ids.numel())
 
-    def on_train_begin(
-        self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kw: Any
-    ) -> None:
-        if train_dataloader is not None:
-            collate = train_dataloader.collate_fn
-            train_dataloader.collate_fn = lambda features: self._count(collate(features))
+    def _count_forward(self, module: Any, args: Any, kwargs: Any) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            self.tokens += self._non_padding(ids, kwargs.get("attention_mask"))
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        # Counted where every tool's batch passes: the decoder's forward (older Trainers, LLaMA-Factory's,
+        # give callbacks no dataloader here; ftflow's fused loss calls the decoder, not the model).
+        if model is not None:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            base.get_decoder().register_forward_pre_hook(self._count_forward, with_kwargs=True)
         self.start = time.perf_counter()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -52,7 +61,7 @@ class Meter(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.end = time.perf_counter()
-        if not self.tokens:  # the collate hook did not take: the Trainer's own count
+        if not self.tokens:  # the hook did not take: the Trainer's own count, if it kept one
             self.tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
     def result(self) -> dict[str, Any]:
@@ -65,7 +74,14 @@ class Meter(TrainerCallback):
             "steps": self.steps,
             "final_loss": sum(tail) / len(tail) if tail else None,  # mean of the last 5 logged steps
             "losses": self.losses,
+            "peak_gpu_gb": _peak_gpu_gb(),
         }
+
+
+def _peak_gpu_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
 
 
 def run_ftflow(spec: dict[str, Any], meter: Meter) -> None:
@@ -96,8 +112,14 @@ def run_llamafactory(spec: dict[str, Any], meter: Meter) -> None:
     run_exp(args=spec["config"], callbacks=[meter])
 
 
+# TRL's runs stop after this many steps (tok/s is a rate): its packing attends over the whole packed row,
+# so on a 2-core CPU its 40 steps take ~15 minutes of a benchmark that must fit a quiet hour.
+TRL_MAX_STEPS = 12
+
+
 def run_trl(spec: dict[str, Any], meter: Meter) -> None:
     """TRL's SFTTrainer with its defaults on the same rows (prompt = instruction + input)."""
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -116,7 +138,7 @@ def run_trl(spec: dict[str, Any], meter: Meter) -> None:
     args = SFTConfig(
         output_dir=c["output_dir"],
         per_device_train_batch_size=c["batch"],
-        max_steps=c["max_steps"],
+        max_steps=min(c["max_steps"], TRL_MAX_STEPS) if c["max_steps"] > 0 else -1,
         num_train_epochs=c.get("epochs", 1),
         learning_rate=c["lr"],
         lr_scheduler_type="constant",
@@ -124,7 +146,7 @@ def run_trl(spec: dict[str, Any], meter: Meter) -> None:
         save_strategy="no",
         report_to="none",
         bf16=c["bf16"],
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         max_length=c["cutoff"],
         packing=c["packing"],
     )

@@ -67,3 +67,21 @@ def test_rope_scaling_is_trained_and_saved_with_a_full_model(tmp_path: Path) -> 
     assert torch.allclose(
         logits(load_model(t.saved, dtype="float32", device="cpu")), logits(t.model), atol=1e-6
     )
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """bf16 matmuls on a CPU without AVX512-BF16 / AMX run emulated, several times slower than fp32
+    (bench/RESULTS.md): asking for them there is allowed but said once."""
+    from ftcore.modeling import cpu_bf16_native
+    from ftcore.train import sft
+
+    if torch.cuda.is_available() or cpu_bf16_native():
+        pytest.skip("this machine does bf16 in hardware")
+    sft._warned_cpu_bf16.clear()
+    cfg = small_config(tmp_path, "train.bf16=true")
+    with caplog.at_level("WARNING", logger="ftcore.train.sft"):
+        assert sft.resolve_bf16(cfg.train) is True
+        assert sft.resolve_bf16(cfg.train) is True
+    warned = [r for r in caplog.records if "no bf16 instructions" in r.getMessage()]
+    assert len(warned) == 1
+    assert sft.resolve_bf16(small_config(tmp_path).train) is False  # unset: fp32 on this CPU

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from ftcore.config.sections import TrainConfig
-from ftcore.modeling import bf16_supported
+from ftcore.modeling import bf16_supported, cpu_bf16_native, pick_device
 from ftcore.train.methods import TrainingMethod
 from ftcore.train.trackers import trainer_integrations
+
+log = logging.getLogger(__name__)
+_warned_cpu_bf16: list[bool] = []  # the emulated-bf16 warning once per process, not per call
 
 
 def resolve_bf16(cfg: TrainConfig) -> bool:
     """train.bf16, or when unset: on where the hardware does bf16 natively (recent GPUs)."""
+    if cfg.bf16 and not _warned_cpu_bf16 and pick_device() == "cpu" and not cpu_bf16_native():
+        _warned_cpu_bf16.append(True)
+        log.warning(
+            "train.bf16 is on, but this CPU has no bf16 instructions (AVX512-BF16 / AMX): torch emulates "
+            "bf16 matmuls, several times slower than fp32; leave train.bf16 unset for fp32"
+        )
     return bf16_supported() if cfg.bf16 is None else cfg.bf16
 
 

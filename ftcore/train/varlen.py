@@ -41,7 +41,6 @@ def varlen_attention(
     """Causal attention per example of a packed row (query [1, heads, total, dim]); else transformers'
     SDPA with the mask it was given."""
     import torch
-    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("cu_seq_lens_q")
@@ -55,7 +54,29 @@ def varlen_attention(
     gqa = query.shape[1] != key.shape[1]
     drop = dropout if module.training else 0.0
     edges = bounds.tolist()
-    parts = [
+    with _per_example_backends(query):
+        parts = _per_example(query, key, value, edges, drop, scaling, gqa)
+    out = torch.cat(parts, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _per_example_backends(query: Any) -> Any:
+    """On a GPU, SDPA's flash / memory-efficient kernels only: the cuDNN backend builds a plan per new
+    sequence length, and every example has its own (measured on an H200: 7 ms per call, 4x slower
+    training than padding). On a CPU, torch's choice."""
+    import contextlib
+
+    if not query.is_cuda:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def _per_example(query: Any, key: Any, value: Any, edges: list[int], drop: float, scaling: Any, gqa: bool):
+    import torch.nn.functional as F
+
+    return [
         F.scaled_dot_product_attention(
             query[:, :, s:e],
             key[:, :, s:e],
@@ -68,8 +89,6 @@ def varlen_attention(
         for s, e in itertools.pairwise(edges)
         if e > s
     ]
-    out = torch.cat(parts, dim=2)
-    return out.transpose(1, 2).contiguous(), None
 
 
 def _mask(*args: Any, **kwargs: Any) -> Any:
