@@ -11,28 +11,8 @@ import yaml
 
 from ftcore.data import get_template, infer_template, list_templates
 from ftcore.errors import ConfigError, DataError
+from tests.helpers import MULTI, REASONING, SINGLE, SYSTEM
 from tests.test_templates_more import VERIFIED as VERIFIED_MORE  # checked there, on their own tokenizer
-
-SINGLE = [
-    {"role": "user", "content": "Reverse the letters of the word.\nstone"},
-    {"role": "assistant", "content": "enots"},
-]
-MULTI = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "19"},
-    {"role": "user", "content": "  Convert to uppercase.\nred apple \n"},
-    {"role": "assistant", "content": " RED APPLE\n\n"},
-    {"role": "user", "content": "Who are you? {not a format field}"},
-    {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
-]
-# Reasoning in every assistant turn: the official Qwen3 template keeps only the last turn's.
-REASONING = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "<think>\n12 plus 7 is 19.\n</think>\n\n19"},
-    {"role": "user", "content": "And 3 + 4?"},
-    {"role": "assistant", "content": "<think>\nthree and four\n</think>\n\n7"},
-]
-SYSTEM = "You answer in one line.  "
 
 # Every template that names an official Jinja (verified_by) is checked here, on the tokenizer of its
 # family: a built-in tiny model's, or tiny-llama's with the family's special tokens added (Phi-3,
