@@ -290,3 +290,15 @@ def test_reasoning_kept_in_the_last_reply_only(tokenizers, name):
     # the same ids through the tokenizer, so the markers stay whole
     ours = _ours(tokenizer, template, messages)
     assert tokenizer.decode(ours) == text
+
+
+def test_readme_states_the_catalogue_coverage():
+    """The README's count of catalogue entries whose template ftflow has / has verified is current."""
+    from ftcore.catalog import load_catalog, template_coverage
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    shown = readme.split("<!-- catalog-coverage:begin -->\n")[1].split("\n<!-- catalog-coverage:end -->")[0]
+    assert shown == template_coverage(), "README's catalogue line is stale: paste template_coverage() into it"
+    counts = [int(word.rstrip(",.:")) for word in shown.split() if word.rstrip(",.:").isdigit()]
+    total, named, have, verified = counts
+    assert total == len(load_catalog()) and total >= named >= have >= verified > 300
