@@ -163,8 +163,10 @@ def tokenizers():
     """A small byte-level BPE tokenizer that has every special token of the templates checked here
     (built once: the families' own tokenizers cannot be downloaded here, and what is checked is the
     text around the special tokens, which any tokenizer keeping them whole sees the same way), and a
-    copy of it per verified family carrying that family's bos / eos."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    copy of it per verified family carrying that family's bos / eos. Newline runs are pre-tokenized
+    whole, as the real Llama 3 / Qwen tokenizers' `\\s*[\\r\\n]+` rule does: GPT-2's rule alone splits
+    "\\n\\n" differently at the end of a prompt segment than inside the whole text."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     entries = [get_template(name) for name in set(FAMILIES3) | set(VERIFIED) | {"chatglm3"}]
@@ -173,7 +175,12 @@ def tokenizers():
         special.update(t.special_tokens + t.stop_words + ([t.efficient_eos] if t.efficient_eos else []))
     special.discard("{eos_token}")
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\s*[\r\n]+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     corpus = [m["content"] for m in SINGLE + MULTI + MULTI_CJK + REASONING] + [SYSTEM, "hi ho user assistant"]
     trainer = trainers.BpeTrainer(
