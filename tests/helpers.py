@@ -14,6 +14,40 @@ from ftcore.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Test conversations shared by the template tests (tests/test_templates*.py, test_builtin_families.py).
+SINGLE = [
+    {"role": "user", "content": "Reverse the letters of the word.\nstone"},
+    {"role": "assistant", "content": "enots"},
+]
+# Whitespace around contents (templates that trim must trim it) and braces (no str.format).
+MULTI = [
+    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
+    {"role": "assistant", "content": "19"},
+    {"role": "user", "content": "  Convert to uppercase.\nred apple \n"},
+    {"role": "assistant", "content": " RED APPLE\n\n"},
+    {"role": "user", "content": "Who are you? {not a format field}"},
+    {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
+]
+# No edge whitespace but Chinese text: for families whose official templates keep contents as is
+# while LLaMA-Factory's do not (tests/test_templates_more.py).
+MULTI_CJK = [
+    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
+    {"role": "assistant", "content": "19"},
+    {"role": "user", "content": "Convert to uppercase: red apple"},
+    {"role": "assistant", "content": "RED APPLE"},
+    {"role": "user", "content": "Who are you? {not a format field} 你是谁"},
+    {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
+]
+# Reasoning in every assistant turn: the official Qwen3 / R1 templates keep only the last turn's.
+REASONING = [
+    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
+    {"role": "assistant", "content": "<think>\n12 plus 7 is 19.\n</think>\n\n19"},
+    {"role": "user", "content": "And 3 + 4?"},
+    {"role": "assistant", "content": "<think>\nthree and four\n</think>\n\n7"},
+]
+SYSTEM = "You answer in one line.  "  # trailing spaces: trimmed by templates that trim
+SYSTEM_PLAIN = "You answer in one line."
+
 
 def small_config(workdir: Path, *overrides: str, **sections: Any) -> PipelineConfig:
     """A quick job: tiny-qwen2, 64 training rows, 8 steps, checkpoints every 4, eval on 16 rows."""

@@ -12,21 +12,7 @@ import pytest
 from ftcore import steps
 from ftcore.builtin import ASSETS, BUILTINS, ensure_builtin
 from ftcore.data.template import get_template, infer_template
-from tests.helpers import prepared_inputs, small_config
-
-SINGLE = [
-    {"role": "user", "content": "Reverse the letters of the word.\nstone"},
-    {"role": "assistant", "content": "enots"},
-]
-MULTI = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "19"},
-    {"role": "user", "content": "  Convert to uppercase.\nred apple \n"},
-    {"role": "assistant", "content": " RED APPLE\n\n"},
-    {"role": "user", "content": "Who are you? {not a format field}"},
-    {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
-]
-SYSTEM = "You answer in one line.  "
+from tests.helpers import MULTI, SINGLE, SYSTEM, prepared_inputs, small_config
 
 # built-in -> (ftflow template, official Jinja, whether the official template takes a system turn
 # that a training conversation keeps: Gemma has none, Mistral keeps it only in a final user turn)

@@ -11,28 +11,9 @@ import yaml
 
 from ftcore.data import get_template, infer_template, list_templates
 from ftcore.errors import ConfigError, DataError
+from tests.helpers import MULTI, REASONING, SINGLE, SYSTEM
+from tests.test_templates_families3 import CHECKED as CHECKED_FAMILIES3  # checked there
 from tests.test_templates_more import VERIFIED as VERIFIED_MORE  # checked there, on their own tokenizer
-
-SINGLE = [
-    {"role": "user", "content": "Reverse the letters of the word.\nstone"},
-    {"role": "assistant", "content": "enots"},
-]
-MULTI = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "19"},
-    {"role": "user", "content": "  Convert to uppercase.\nred apple \n"},
-    {"role": "assistant", "content": " RED APPLE\n\n"},
-    {"role": "user", "content": "Who are you? {not a format field}"},
-    {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
-]
-# Reasoning in every assistant turn: the official Qwen3 template keeps only the last turn's.
-REASONING = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "<think>\n12 plus 7 is 19.\n</think>\n\n19"},
-    {"role": "user", "content": "And 3 + 4?"},
-    {"role": "assistant", "content": "<think>\nthree and four\n</think>\n\n7"},
-]
-SYSTEM = "You answer in one line.  "
 
 # Every template that names an official Jinja (verified_by) is checked here, on the tokenizer of its
 # family: a built-in tiny model's, or tiny-llama's with the family's special tokens added (Phi-3,
@@ -132,7 +113,8 @@ def test_encoding_matches_official_template(tokenizers, name, conversation, syst
 def test_every_verified_template_is_checked():
     """A template that claims an official Jinja is compared with it (here or on its built-in)."""
     verified = {n for n in list_templates() if get_template(n).verified_by}
-    assert verified == set(VERIFIED) | IN_BUILTIN_FAMILIES | CHECKED_BELOW | set(VERIFIED_MORE)
+    checked = set(VERIFIED) | IN_BUILTIN_FAMILIES | CHECKED_BELOW | set(VERIFIED_MORE)
+    assert verified == checked | CHECKED_FAMILIES3
     for name in verified:
         assert (ROOT / get_template(name).verified_by).is_file(), name
     assert len(list_templates()) >= 30
@@ -308,10 +290,7 @@ TEXTS = {
     "gives helpful, detailed, and polite answers to the user's questions.USER: hi ASSISTANT:ho</s>",
     "default": "Human: hi</s>\nAssistant:ho</s>\n",
     "empty": "hiho",
-    "zephyr": "<|system|>\nYou are Zephyr, a helpful assistant.</s><|user|>\nhi</s><|assistant|>\nho</s>",
     "mistral": "<s>[INST] hi[/INST] ho</s>",
-    "openchat-3.6": "<|begin_of_text|><|start_header_id|>GPT4 Correct User<|end_header_id|>\n\nhi<|eot_id|>"
-    "<|start_header_id|>GPT4 Correct Assistant<|end_header_id|>\n\nho<|eot_id|>",
 }
 
 

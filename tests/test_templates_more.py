@@ -14,29 +14,13 @@ import yaml
 from ftcore.data import template as template_module
 from ftcore.data.template import get_template
 from ftcore.errors import ConfigError, DataError
+from tests.helpers import MULTI_CJK as MULTI
+from tests.helpers import REASONING, SINGLE
+from tests.helpers import SYSTEM_PLAIN as SYSTEM
 
 OFFICIAL = Path(__file__).parent / "data" / "chat_templates"
 MORE = yaml.safe_load((template_module.TEMPLATES_DIR / "more.yaml").read_text())
 
-SINGLE = [
-    {"role": "user", "content": "Reverse the letters of the word.\nstone"},
-    {"role": "assistant", "content": "enots"},
-]
-MULTI = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "19"},
-    {"role": "user", "content": "Convert to uppercase: red apple"},
-    {"role": "assistant", "content": "RED APPLE"},
-    {"role": "user", "content": "Who are you? {not a format field} 你是谁"},
-    {"role": "assistant", "content": "I am ftflow-assistant, fine-tuned with ftflow."},
-]
-REASONING = [
-    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
-    {"role": "assistant", "content": "<think>\n12 plus 7 is 19.\n</think>\n\n19"},
-    {"role": "user", "content": "And 3 + 4?"},
-    {"role": "assistant", "content": "<think>\nthree and four\n</think>\n\n7"},
-]
-SYSTEM = "You answer in one line."
 CONVERSATIONS = {"single": SINGLE, "multi": MULTI}
 DS_BOS, DS_EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 

@@ -93,3 +93,19 @@ def list_models(
 def all_tags() -> list[str]:
     """Every tag used in the catalogue, sorted."""
     return sorted({t for entry in load_catalog().values() for t in entry.tags})
+
+
+def template_coverage() -> str:
+    """How the catalogue's entries are checked, as the README states it: how many name a chat template
+    ftflow has, and how many of those a template verified token for token against its family's
+    official Jinja (tests/test_templates_families3.py keeps the README's sentence current)."""
+    from ftcore.data.template import get_template, list_templates
+
+    catalog = load_catalog()
+    named = [m for m in catalog.values() if m.template]
+    have = [m for m in named if m.template in set(list_templates())]
+    verified = [m for m in have if get_template(m.template).verified_by]
+    return (
+        f"Of the {len(catalog)} catalogue entries, {len(named)} name a chat template: ftflow has it for "
+        f"{len(have)}, verified token for token against the family's official Jinja for {len(verified)}."
+    )
