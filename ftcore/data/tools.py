@@ -6,12 +6,16 @@ Llama 3 format (tools described in the system turn, calls as {"name", "parameter
 date fixed to the official template's default, so the same rows always give the same ids;
 `llama3.1` is the same without the date header, which that template's system turn already writes;
 `glm4` matches glm-4-9b-chat's official template (one call per reply, "name\n{arguments}");
-`granite4` Granite 4.0's (its own tool list, Qwen's <tool_call> calls).
+`granite4` Granite 4.0's (its own tool list, Qwen's <tool_call> calls); `mistral` Mistral v0.3's
+(v3 tokenizer: the tool list as its own block before the last user turn, calls and results tied by
+9-character call ids); `glm4_moe` GLM-4.5's (Qwen-like tool list, <arg_key>/<arg_value> calls).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,12 +121,132 @@ def _glm4_calls(content: str) -> str:
     return name + "\n" + json.dumps(args, ensure_ascii=False)
 
 
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 9  # Mistral's official template refuses any other length
+
+
+def _derived_id(turn: int, index: int, name: str, args: Any) -> str:
+    """A stable 9-character alphanumeric call id for a call that has none: a hash of its place in
+    the conversation (turn, position in the turn) and the call itself, so a row always encodes to
+    the same ids and two calls of one conversation get different ones."""
+    key = json.dumps([turn, index, name, args], ensure_ascii=False, sort_keys=True)
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    chars = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(chars)
+
+
+def call_ids(content: str, turn: int) -> list[str]:
+    """The call ids of a function_call turn (message index `turn`): a call's own "id" when it is 9
+    alphanumeric characters (as Mistral's API writes them), else one derived from the call
+    (_derived_id)."""
+    calls = json.loads(content)
+    ids = []
+    for index, call in enumerate(calls if isinstance(calls, list) else [calls]):
+        own = call.get("id")
+        valid = isinstance(own, str) and len(own) == _ID_LENGTH and own.isalnum() and own.isascii()
+        ids.append(own if valid else _derived_id(turn, index, call["name"], call["arguments"]))
+    return ids
+
+
+def _mistral_listing(tools: str) -> str:
+    """Mistral v3's [AVAILABLE_TOOLS] block, written as its official template writes it: string
+    values raw (not JSON-escaped), other values as JSON, a function's "return" key left out."""
+    texts = []
+    for tool in parse_tools(tools):
+        function = _wrap(tool)["function"]
+        fields = [
+            f'"{k}": "{v}"' if isinstance(v, str) else f'"{k}": {json.dumps(v, ensure_ascii=False)}'
+            for k, v in function.items()
+            if k != "return"
+        ]
+        texts.append('{"type": "function", "function": {' + ", ".join(fields) + "}}")
+    return "[AVAILABLE_TOOLS] [" + ", ".join(texts) + "][/AVAILABLE_TOOLS]"
+
+
+def _mistral_calls(content: str, ids: list[str]) -> str:
+    parts = [
+        json.dumps({"name": name, "arguments": args}, ensure_ascii=False)[:-1] + f', "id": "{call_id}"}}'
+        for (name, args), call_id in zip(parse_calls(content), ids, strict=True)
+    ]
+    return "[" + ", ".join(parts) + "]"
+
+
+def _mistral_results(content: str, ids: list[str]) -> str:
+    """One [TOOL_RESULTS] block per call answered: the observation's text for one call, the items of
+    a JSON list of one result per call for several."""
+    results = [content]
+    if len(ids) > 1:
+        try:
+            parsed = json.loads(content)
+        except json.JSONDecodeError:
+            parsed = None
+        if not (isinstance(parsed, list) and len(parsed) == len(ids)):
+            raise DataError(
+                f"the observation answers {len(ids)} calls, so it must be a JSON list of {len(ids)} "
+                f"results (one per call, in order); got {content[:80]!r}"
+            )
+        results = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in parsed]
+    if not ids:
+        raise DataError("a tool result (observation) must follow a function_call turn")
+    return "".join(
+        f'[TOOL_RESULTS] {{"content": {r}, "call_id": "{i}"}}[/TOOL_RESULTS]'
+        for r, i in zip(results, ids, strict=True)
+    )
+
+
+_GLM4_MOE_TOOLS = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n<<TOOLS>>"
+    "</tools>\n\nFor each function call, output the function name and arguments within the following "
+    "XML format:\n<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}"
+    "</arg_value>\n<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n...\n</tool_call>"
+)
+
+
+def _glm4_moe_system(system: str, tools: str) -> str:
+    """GLM-4.5's tool list (its own system turn), then the system prompt's turn."""
+    text = "".join(json.dumps(_wrap(t), ensure_ascii=False) + "\n" for t in parse_tools(tools))
+    listed = _GLM4_MOE_TOOLS.replace("<<TOOLS>>", text)
+    return listed + ("<|system|>\n" + system if system else "")
+
+
+def _glm4_moe_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _glm4_moe_calls(content: str) -> str:
+    return "\n".join(
+        f"<tool_call>{name}\n"
+        + "".join(
+            f"<arg_key>{k}</arg_key>\n<arg_value>{_glm4_moe_value(v)}</arg_value>\n" for k, v in args.items()
+        )
+        + "</tool_call>"
+        for name, args in parse_calls(content)
+    )
+
+
 @dataclass(frozen=True)
 class ToolFormat:
     """How a family writes tools into the system prompt and function calls into a reply."""
 
     system: Callable[[str, str], str]  # (system prompt, tools JSON) -> system turn content
     calls: Callable[[str], str]  # function_call JSON -> the reply text
+    # Mistral v3: the tool list is a block of its own before the last user turn (not in the system
+    # turn), and calls / results carry call ids: (JSON, ids of the calls) -> text
+    listing: Callable[[str], str] | None = None
+    id_calls: Callable[[str, list[str]], str] | None = None
+    results: Callable[[str, list[str]], str] | None = None
+
+    def render_calls(self, content: str, ids: list[str]) -> str:
+        """A function_call turn's text (with the call ids where the family writes them)."""
+        return self.id_calls(content, ids) if self.id_calls else self.calls(content)
+
+    def render_results(self, content: str, ids: list[str]) -> str:
+        """An observation turn's text, tied to the ids of the calls it answers where the family does."""
+        return self.results(content, ids) if self.results else content
 
 
 TOOL_FORMATS: dict[str, ToolFormat] = {
@@ -133,6 +257,14 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
     "llama3.1": ToolFormat(lambda system, tools: system + _llama3_tool_text(tools), _llama3_calls),
     "glm4": ToolFormat(_glm4_system, _glm4_calls),
     "granite4": ToolFormat(_granite4_system, _qwen_calls),  # Granite 4 writes calls as Qwen does
+    "mistral": ToolFormat(
+        lambda system, tools: system,
+        lambda content: _mistral_calls(content, call_ids(content, 0)),
+        listing=_mistral_listing,
+        id_calls=_mistral_calls,
+        results=_mistral_results,
+    ),
+    "glm4_moe": ToolFormat(_glm4_moe_system, _glm4_moe_calls),
 }
 
 
@@ -204,6 +336,54 @@ _GLM4_CALLS_JINJA = (
     "{%- set calls = f.name + '\\n' + (f.arguments | tojson) -%}{%- endfor -%}"
 )
 
+_MISTRAL_LISTING_JINJA = (
+    "{{- '[AVAILABLE_TOOLS] [' -}}{%- for tool in tools -%}"
+    "{%- set f = tool.function if tool.function is defined else tool -%}"
+    '{{- \'{"type": "function", "function": {\' -}}'
+    "{%- for key, val in f.items() if key != 'return' -%}"
+    "{%- if val is string -%}{{- '\"' + key + '\": \"' + val + '\"' -}}"
+    "{%- else -%}{{- '\"' + key + '\": ' + val | tojson -}}{%- endif -%}"
+    "{%- if not loop.last -%}{{- ', ' -}}{%- endif -%}{%- endfor -%}"
+    "{{- '}}' -}}{%- if not loop.last -%}{{- ', ' -}}{%- endif -%}{%- endfor -%}"
+    "{{- '][/AVAILABLE_TOOLS]' -}}"
+)
+_MISTRAL_CALLS_JINJA = (
+    "{%- set ns_calls = namespace(parts=[]) -%}"
+    f"{{%- for call in message.tool_calls -%}}{_CALL}"
+    "{%- set ns_calls.parts = ns_calls.parts + [({'name': f.name, 'arguments': f.arguments} | tojson)[:-1]"
+    " + ', \"id\": \"' + call.id + '\"}'] -%}{%- endfor -%}"
+    "{%- set calls = '[' + ns_calls.parts | join(', ') + ']' -%}"
+)
+# sets `content` of a tool message (OpenAI shape: content, tool_call_id)
+_MISTRAL_RESULTS_JINJA = (
+    '{%- set content = \'[TOOL_RESULTS] {"content": \' + content + \', "call_id": "\' '
+    "+ message.tool_call_id + '\"}[/TOOL_RESULTS]' -%}"
+)
+
+
+def _glm4_moe_system_jinja() -> str:
+    before, after = _GLM4_MOE_TOOLS.split("<<TOOLS>>")
+    return (
+        f"{{%- set ns_tools = namespace(text={_lit(before)}) -%}}"
+        f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + ({_WRAP} | tojson) + '\\n' -%}}"
+        "{%- endfor -%}"
+        f"{{%- set system = ns_tools.text + {_lit(after)} + "
+        "(('<|system|>\\n' + system) if system else '') -%}"
+    )
+
+
+_GLM4_MOE_CALLS_JINJA = (
+    "{%- set ns_calls = namespace(parts=[]) -%}"
+    f"{{%- for call in message.tool_calls -%}}{_CALL}"
+    "{%- set ns_args = namespace(text='') -%}{%- for k, v in f.arguments.items() -%}"
+    "{%- set ns_args.text = ns_args.text + '<arg_key>' + k + '</arg_key>\\n<arg_value>' + "
+    "(v if v is string else v | tojson) + '</arg_value>\\n' -%}{%- endfor -%}"
+    "{%- set ns_calls.parts = ns_calls.parts + ['<tool_call>' + f.name + '\\n' + ns_args.text "
+    "+ '</tool_call>'] -%}"
+    "{%- endfor -%}"
+    "{%- set calls = ns_calls.parts | join('\\n') -%}"
+)
+
 # tool_format -> (system_jinja, calls_jinja)
 TOOL_JINJA: dict[str, tuple[str, str]] = {
     "qwen": (_qwen_system_jinja(), _QWEN_CALLS_JINJA),
@@ -211,4 +391,9 @@ TOOL_JINJA: dict[str, tuple[str, str]] = {
     "llama3.1": (_llama3_system_jinja(date=False), _LLAMA3_CALLS_JINJA),
     "glm4": (_glm4_system_jinja(), _GLM4_CALLS_JINJA),
     "granite4": (_qwen_system_jinja(_GRANITE4_TOOLS), _QWEN_CALLS_JINJA),
+    "mistral": ("", _MISTRAL_CALLS_JINJA),
+    "glm4_moe": (_glm4_moe_system_jinja(), _GLM4_MOE_CALLS_JINJA),
 }
+# tool_format -> the tool list written before the last user turn / a tool message's content
+LISTING_JINJA: dict[str, str] = {"mistral": _MISTRAL_LISTING_JINJA}
+RESULTS_JINJA: dict[str, str] = {"mistral": _MISTRAL_RESULTS_JINJA}
