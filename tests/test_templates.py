@@ -12,6 +12,7 @@ import yaml
 from ftcore.data import get_template, infer_template, list_templates
 from ftcore.errors import ConfigError, DataError
 from tests.test_templates_more import VERIFIED as VERIFIED_MORE  # checked there, on their own tokenizer
+from tests.test_templates_tools import VERIFIED_HERE as VERIFIED_TOOLS  # mistral, glm4_moe: there
 
 SINGLE = [
     {"role": "user", "content": "Reverse the letters of the word.\nstone"},
@@ -56,7 +57,7 @@ VERIFIED = {
     "openchat": ("openchat", True, {}),
 }
 IN_BUILTIN_FAMILIES = {"ministral", "gemma2", "phi4"}
-CHECKED_BELOW = {"qwen3_nothink"}  # test_qwen3_thinking_on_and_off
+CHECKED_BELOW = {"qwen3_nothink"} | VERIFIED_TOOLS  # test_qwen3_thinking_on_and_off, test_templates_tools
 ROOT = Path(__file__).parent.parent
 CONVERSATIONS = {"single": SINGLE, "multi": MULTI}
 # tiny-llama's tokenizer with a family's tokens added: (special tokens, eos)
@@ -309,7 +310,6 @@ TEXTS = {
     "default": "Human: hi</s>\nAssistant:ho</s>\n",
     "empty": "hiho",
     "zephyr": "<|system|>\nYou are Zephyr, a helpful assistant.</s><|user|>\nhi</s><|assistant|>\nho</s>",
-    "mistral": "<s>[INST] hi[/INST] ho</s>",
     "openchat-3.6": "<|begin_of_text|><|start_header_id|>GPT4 Correct User<|end_header_id|>\n\nhi<|eot_id|>"
     "<|start_header_id|>GPT4 Correct Assistant<|end_header_id|>\n\nho<|eot_id|>",
 }
