@@ -1,7 +1,7 @@
-"""Mistral v0.3 tool calls and GLM-4.5 reasoning (+ its tool calls) encode what the families' OFFICIAL
-Jinja templates render (tests/data/chat_templates: mistral-instruct-v0.3.jinja, glm-4.6.jinja; sources
-in README.md there), a dataset row with tool calls trains through them, and the Jinja ftflow writes
-into a trained model renders the same ids again."""
+"""Mistral v0.3 tool calls, GLM-4.5 reasoning (+ its tool calls) and Seed-OSS reasoning encode what the
+families' OFFICIAL Jinja templates render (tests/data/chat_templates: mistral-instruct-v0.3.jinja,
+glm-4.6.jinja, seed-oss.jinja; sources in README.md there), a dataset row with tool calls trains
+through them, and the Jinja ftflow writes into a trained model renders the same ids again."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from ftcore.errors import DataError
 OFFICIAL = Path(__file__).parent / "data" / "chat_templates"
 MISTRAL_JINJA = (OFFICIAL / "mistral-instruct-v0.3.jinja").read_text()
 GLM_JINJA = (OFFICIAL / "glm-4.6.jinja").read_text()
+SEED_JINJA = (OFFICIAL / "seed-oss.jinja").read_text()
 # the templates this file checks against their official Jinja (test_templates.py counts them)
-VERIFIED_HERE = {"mistral", "glm4_moe", "glm4_moe_nothink"}
+VERIFIED_HERE = {"mistral", "glm4_moe", "glm4_moe_nothink", "seed_oss"}
 
 CHAT = [
     {"role": "user", "content": "Add the two numbers.\n12 + 7"},
@@ -32,7 +33,13 @@ REASONING = [
     {"role": "user", "content": "And 3 + 4?"},
     {"role": "assistant", "content": "<think>\nthree and four\n</think>\n\n7"},
 ]
-CONVERSATIONS = {"single": CHAT[:2], "multi": CHAT, "reasoning": REASONING}
+SEED_REASONING = [
+    {"role": "user", "content": "Add the two numbers.\n12 + 7"},
+    {"role": "assistant", "content": "<seed:think>\n12 plus 7 is 19.\n</seed:think>\n\n19"},
+    {"role": "user", "content": "And 3 + 4?"},
+    {"role": "assistant", "content": "<seed:think>three and four </seed:think> 7"},
+]
+CONVERSATIONS = {"single": CHAT[:2], "multi": CHAT, "reasoning": REASONING, "seed-reasoning": SEED_REASONING}
 SYSTEM = "You answer in one line."
 TOOL = {
     "type": "function",
@@ -256,6 +263,40 @@ def test_infer_glm4_moe(tmp_path: Path):
     assert infer_template(tmp_path) == "glm4_moe"
 
 
+# --- Seed-OSS -------------------------------------------------------------------------------------
+
+
+def _seed_official(messages):
+    """As the official Seed-OSS template takes a conversation: the last reply's reasoning in
+    `reasoning_content`, earlier replies without theirs (ftflow drops them, as LLaMA-Factory does)."""
+    out = []
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant" and "</seed:think>" in m["content"]:
+            reasoning, answer = m["content"].split("</seed:think>")
+            m = {"role": "assistant", "content": answer}
+            if i == len(messages) - 1:
+                m["reasoning_content"] = reasoning.replace("<seed:think>", "")
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("conversation", ["single", "multi", "seed-reasoning"])
+@pytest.mark.parametrize("system", [None, SYSTEM], ids=["no-system", "system"])
+def test_seed_oss_matches_official(tokenizer, conversation, system):
+    """Turns "<seed:bos>role\n...<seed:eos>"; the last reply's reasoning as <seed:think>...</seed:think>
+    before its answer, no block when it has none; generation prompt "<seed:bos>assistant\n"."""
+    template, messages = get_template("seed_oss"), CONVERSATIONS[conversation]
+    template.check_tokenizer(tokenizer)
+    expected = _render(tokenizer, SEED_JINJA, _seed_official(messages), system)
+    assert _ours(tokenizer, template, messages, system) == expected
+    prompt = _render(tokenizer, SEED_JINJA, _seed_official(messages[:-1]), system, add_generation_prompt=True)
+    assert template.encode_prompt(tokenizer, messages[:-1], system) == prompt
+    text = tokenizer.decode(_ours(tokenizer, template, SEED_REASONING))
+    assert "12 plus 7" not in text and text.endswith("<seed:think>three and four</seed:think>\n7<seed:eos>")
+    ((_, response),) = template.encode_multiturn(tokenizer, CHAT[:2])
+    assert tokenizer.decode(response) == "19<seed:eos>"
+
+
 # --- the chat_template ftflow writes into a trained model ----------------------------------------
 
 
@@ -268,6 +309,8 @@ def test_our_jinja_renders_our_ids(tokenizer, name, system):
     jinja = template.chat_template()
     for messages in (*CONVERSATIONS.values(), TOOL_ROW, TWO_CALLS):
         tools = TOOLS if messages in (TOOL_ROW, TWO_CALLS) else None
+        if tools and template.tool_format is None:
+            continue
         if name != "mistral" and messages is TWO_CALLS:  # GLM: one observation turn per reply
             continue
         served, kwargs = _openai(messages), {"tools": [TOOL]} if tools else {}

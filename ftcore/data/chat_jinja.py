@@ -136,7 +136,9 @@ def render_jinja(template: Template) -> str:
             f"      {{%- set content = content.split({end})[-1]{strip} -%}}",
             "    {%- endif -%}",
             f"    {trim_reply}",
-            "    {%- set kept = loop.last and thinking -%}",
+            "    {%- set kept = loop.last and thinking"
+            + ("" if think.write_empty else " and reasoning.strip() != ''")
+            + " -%}",
             "    {%- set in_prompt = loop.last and not thinking -%}",
             f"    {{%- if kept or ({empty} and not in_prompt) -%}}",
             f"      {{%- set reasoning = {kept_expr} if kept else '' -%}}",

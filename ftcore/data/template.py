@@ -42,6 +42,7 @@ class Thinking:
     keep_empty: bool = False  # replies that keep no reasoning still carry the empty block (GLM-4.5)
     sep: str = ""  # written between the block and a non-empty answer (GLM-4.5: "\n")
     off_suffix: str = ""  # thinking off: appended to every user turn (GLM-4.5: "/nothink")
+    write_empty: bool = True  # False: a last reply without reasoning gets no block at all (Seed-OSS)
 
     @property
     def empty(self) -> str:
@@ -145,6 +146,8 @@ class Template:
         elif self.trim_reply:
             content = content.strip()
         t = self.thinking
+        if t is not None and reasoning is not None and not (t.write_empty or reasoning.strip()):
+            reasoning = None  # nothing to think about, nothing written (Seed-OSS)
         if t is not None and not block_in_prompt and (reasoning is not None or t.keep_empty):
             kept = (reasoning or "").strip() if self.trim_reply else (reasoning or "").strip("\n")
             answer = content.lstrip("\n")
