@@ -25,7 +25,7 @@ RECORD = ROOT / "tests" / "data" / "step_versions.json"
 STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
     "fetch_dataset": 3,
-    "preprocess": 3,
+    "preprocess": 4,
     "train": 4,
     "evaluate": 5,
     "merge": 4,
