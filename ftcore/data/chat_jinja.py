@@ -41,6 +41,20 @@ def _fill(pattern: str, expr: str, trim: bool, lead: str | None = None) -> str:
     return " + ".join(parts)
 
 
+def _merged_results(pattern: str, results: str) -> list[str]:
+    """Tool messages of a format with one block per result (Mistral v3, GLM-4.5): consecutive ones
+    share the observation turn, its opening written before the first, its closing after the last."""
+    before, after = pattern.split("{content}")
+    tool = "['role'] in ['tool', 'observation']"
+    return [
+        f"      {results}",
+        f"      {{%- set prev_tool = not loop.first and turns[loop.index0 - 1]{tool} -%}}",
+        f"      {{%- set next_tool = not loop.last and turns[loop.index0 + 1]{tool} -%}}",
+        f"      {{{{- ({_text(before)} if not prev_tool else '') + content"
+        f" + ({_text(after)} if not next_tool else '') -}}}}",
+    ]
+
+
 def render_jinja(template: Template) -> str:
     """The Jinja source of `template` (see the module docstring)."""
     t, trim = template, template.trim_content
@@ -90,6 +104,11 @@ def render_jinja(template: Template) -> str:
         suffix = _lit(think.off_suffix)
         user_content = f"(content + {suffix} if not thinking and not content.endswith({suffix}) else content)"
     results = RESULTS_JINJA.get(t.tool_format or "")
+    observation = (
+        _merged_results(t.format_observation or t.format_user, results)
+        if results
+        else [f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim, lead)} -}}}}"]
+    )
     lines += [
         "{%- for message in turns -%}",
         "  {%- set content = message['content'] or '' -%}",
@@ -104,8 +123,7 @@ def render_jinja(template: Template) -> str:
     lines += [
         f"      {{{{- {_fill(t.format_user, user_content, trim, lead)} -}}}}",
         "    {%- else -%}",
-        *([f"      {results}"] if results else []),
-        f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim, lead)} -}}}}",
+        *observation,
         "    {%- endif -%}",
     ]
     if think:

@@ -234,7 +234,7 @@ class Template:
             )
             prompt += self._prompt_turn(messages[i], self._lead(system, tools) if i == block else "", ids)
             role, content = messages[i + 1]["role"], messages[i + 1]["content"]
-            if role == "function" and self.tools().id_calls:
+            if role == "function" and (self.tools().id_calls or self.tools().results):
                 ids = call_ids(content, i + 1)
             if self.thinking is None:
                 pairs.append((prompt, self._response_turn(role, content, ids=ids)))

@@ -174,27 +174,37 @@ def _mistral_calls(content: str, ids: list[str]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
-def _mistral_results(content: str, ids: list[str]) -> str:
-    """One [TOOL_RESULTS] block per call answered: the observation's text for one call, the items of
-    a JSON list of one result per call for several."""
-    results = [content]
-    if len(ids) > 1:
-        try:
-            parsed = json.loads(content)
-        except json.JSONDecodeError:
-            parsed = None
-        if not (isinstance(parsed, list) and len(parsed) == len(ids)):
-            raise DataError(
-                f"the observation answers {len(ids)} calls, so it must be a JSON list of {len(ids)} "
-                f"results (one per call, in order); got {content[:80]!r}"
-            )
-        results = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in parsed]
+def _split_results(content: str, ids: list[str]) -> list[str]:
+    """The results of an observation turn, one per call answered: its text for one call, the items of
+    a JSON list of one result per call (in order) for several."""
     if not ids:
         raise DataError("a tool result (observation) must follow a function_call turn")
+    if len(ids) == 1:
+        return [content]
+    try:
+        parsed = json.loads(content)
+    except json.JSONDecodeError:
+        parsed = None
+    if not (isinstance(parsed, list) and len(parsed) == len(ids)):
+        raise DataError(
+            f"the observation answers {len(ids)} calls, so it must be a JSON list of {len(ids)} "
+            f"results (one per call, in order); got {content[:80]!r}"
+        )
+    return [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in parsed]
+
+
+def _mistral_results(content: str, ids: list[str]) -> str:
+    """One [TOOL_RESULTS] block per call answered, tied to it by its id."""
     return "".join(
         f'[TOOL_RESULTS] {{"content": {r}, "call_id": "{i}"}}[/TOOL_RESULTS]'
-        for r, i in zip(results, ids, strict=True)
+        for r, i in zip(_split_results(content, ids), ids, strict=True)
     )
+
+
+def _glm4_moe_results(content: str, ids: list[str]) -> str:
+    """One <tool_response> block per call answered, as GLM-4.5's template writes consecutive tool
+    messages under one <|observation|>."""
+    return "".join(f"\n<tool_response>\n{r}\n</tool_response>" for r in _split_results(content, ids))
 
 
 _GLM4_MOE_TOOLS = (
@@ -235,7 +245,8 @@ class ToolFormat:
     system: Callable[[str, str], str]  # (system prompt, tools JSON) -> system turn content
     calls: Callable[[str], str]  # function_call JSON -> the reply text
     # Mistral v3: the tool list is a block of its own before the last user turn (not in the system
-    # turn), and calls / results carry call ids: (JSON, ids of the calls) -> text
+    # turn), and calls / results carry call ids: (JSON, ids of the calls) -> text; `results` also
+    # writes one block per call answered (Mistral v3, GLM-4.5)
     listing: Callable[[str], str] | None = None
     id_calls: Callable[[str, list[str]], str] | None = None
     results: Callable[[str, list[str]], str] | None = None
@@ -264,7 +275,7 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
         id_calls=_mistral_calls,
         results=_mistral_results,
     ),
-    "glm4_moe": ToolFormat(_glm4_moe_system, _glm4_moe_calls),
+    "glm4_moe": ToolFormat(_glm4_moe_system, _glm4_moe_calls, results=_glm4_moe_results),
 }
 
 
@@ -396,4 +407,7 @@ TOOL_JINJA: dict[str, tuple[str, str]] = {
 }
 # tool_format -> the tool list written before the last user turn / a tool message's content
 LISTING_JINJA: dict[str, str] = {"mistral": _MISTRAL_LISTING_JINJA}
-RESULTS_JINJA: dict[str, str] = {"mistral": _MISTRAL_RESULTS_JINJA}
+RESULTS_JINJA: dict[str, str] = {
+    "mistral": _MISTRAL_RESULTS_JINJA,
+    "glm4_moe": "{%- set content = '\\n<tool_response>\\n' + content + '\\n</tool_response>' -%}",
+}
