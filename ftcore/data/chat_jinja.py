@@ -128,7 +128,8 @@ def render_jinja(template: Template) -> str:
     ]
     if think:
         lines += [
-            "    {%- if not thinking and ((loop.last and add_generation_prompt) or loop.revindex == 2) -%}",
+            "    {%- set before_reply = loop.revindex == 2 and turns[-1]['role'] == 'assistant' -%}",
+            "    {%- if not thinking and ((loop.last and add_generation_prompt) or before_reply) -%}",
             f"      {{{{- {_lit(think.empty)} -}}}}",
             "    {%- endif -%}",
         ]
