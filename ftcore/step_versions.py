@@ -48,6 +48,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/steps/preprocess.py",
         "ftcore/data/processor.py",
         "ftcore/data/template.py",
+        "ftcore/data/thinking.py",
         "ftcore/data/tools.py",
     ),
     "train": (

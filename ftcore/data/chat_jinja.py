@@ -13,7 +13,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from ftcore.data.tools import LISTING_JINJA, RESULTS_JINJA, TOOL_JINJA
+from ftcore.data.tools_jinja import LISTING_JINJA, RESULTS_JINJA, TOOL_JINJA
 
 if TYPE_CHECKING:
     from ftcore.data.template import Template

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ftcore.data.chat_jinja import render_jinja
+from ftcore.data.thinking import Thinking
 from ftcore.data.tools import TOOL_FORMATS, ToolFormat, call_ids
 from ftcore.errors import ConfigError, DataError
 
@@ -29,33 +30,6 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"  # every *.yaml in it, read 
 TEMPLATES_FILE = TEMPLATES_DIR / "templates.yaml"  # the one whose header documents the format
 _BUILTIN_MARKER = "ftflow_builtin.json"  # ftcore.builtin.BUILTIN_MARKER; not imported to stay light
 _TOKENIZER_FILES = ("tokenizer_config.json", "chat_template.jinja", "tokenizer.json")
-
-
-@dataclass(frozen=True)
-class Thinking:
-    """Reasoning blocks (Qwen3 style): `open` + reasoning + `close` before the answer."""
-
-    open: str
-    close: str
-    enabled: bool
-    trim_answer: bool = True  # False: a reply keeps the text after `close` as is (DeepSeek-R1)
-    keep_empty: bool = False  # replies that keep no reasoning still carry the empty block (GLM-4.5)
-    sep: str = ""  # written between the block and a non-empty answer (GLM-4.5: "\n")
-    off_suffix: str = ""  # thinking off: appended to every user turn (GLM-4.5: "/nothink")
-    write_empty: bool = True  # False: a last reply without reasoning gets no block at all (Seed-OSS)
-
-    @property
-    def empty(self) -> str:
-        return self.open + self.close
-
-    def split(self, content: str) -> tuple[str, str]:
-        """(reasoning, answer) of an assistant content, as the official Qwen3 template splits it."""
-        start, end = self.open.strip(), self.close.strip()
-        if end not in content:
-            return "", content
-        reasoning = content.split(end)[0].rstrip("\n").split(start)[-1].lstrip("\n")
-        answer = content.split(end)[-1]
-        return reasoning, answer.lstrip("\n") if self.trim_answer else answer
 
 
 @dataclass(frozen=True)
