@@ -25,7 +25,7 @@ RECORD = ROOT / "tests" / "data" / "step_versions.json"
 STEP_VERSIONS: dict[str, int] = {
     "fetch_model": 1,
     "fetch_dataset": 3,
-    "preprocess": 3,
+    "preprocess": 4,
     "train": 4,
     "evaluate": 5,
     "merge": 4,
@@ -48,6 +48,7 @@ STEP_SOURCES: dict[str, tuple[str, ...]] = {
         "ftcore/steps/preprocess.py",
         "ftcore/data/processor.py",
         "ftcore/data/template.py",
+        "ftcore/data/thinking.py",
         "ftcore/data/tools.py",
     ),
     "train": (

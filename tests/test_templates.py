@@ -14,6 +14,7 @@ from ftcore.errors import ConfigError, DataError
 from tests.helpers import MULTI, REASONING, SINGLE, SYSTEM
 from tests.test_templates_families3 import CHECKED as CHECKED_FAMILIES3  # checked there
 from tests.test_templates_more import VERIFIED as VERIFIED_MORE  # checked there, on their own tokenizer
+from tests.test_templates_tools import VERIFIED_HERE as VERIFIED_TOOLS  # mistral, glm4_moe: there
 
 # Every template that names an official Jinja (verified_by) is checked here, on the tokenizer of its
 # family: a built-in tiny model's, or tiny-llama's with the family's special tokens added (Phi-3,
@@ -37,7 +38,7 @@ VERIFIED = {
     "openchat": ("openchat", True, {}),
 }
 IN_BUILTIN_FAMILIES = {"ministral", "gemma2", "phi4"}
-CHECKED_BELOW = {"qwen3_nothink"}  # test_qwen3_thinking_on_and_off
+CHECKED_BELOW = {"qwen3_nothink"} | VERIFIED_TOOLS  # test_qwen3_thinking_on_and_off, test_templates_tools
 ROOT = Path(__file__).parent.parent
 CONVERSATIONS = {"single": SINGLE, "multi": MULTI}
 # tiny-llama's tokenizer with a family's tokens added: (special tokens, eos)
@@ -290,7 +291,6 @@ TEXTS = {
     "gives helpful, detailed, and polite answers to the user's questions.USER: hi ASSISTANT:ho</s>",
     "default": "Human: hi</s>\nAssistant:ho</s>\n",
     "empty": "hiho",
-    "mistral": "<s>[INST] hi[/INST] ho</s>",
 }
 
 

@@ -238,7 +238,9 @@ def test_rendered_text(tokenizer, name):
 
 
 def test_every_more_template_is_checked():
-    assert set(MORE) == set(VERIFIED) | set(TEXT)
+    from tests.test_templates_tools import VERIFIED_HERE  # glm4_moe: checked there
+
+    assert set(MORE) == set(VERIFIED) | set(TEXT) | (VERIFIED_HERE & set(MORE))
 
 
 @pytest.mark.parametrize("name", sorted(MORE))

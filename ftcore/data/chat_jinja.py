@@ -13,7 +13,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from ftcore.data.tools import TOOL_JINJA
+from ftcore.data.tools_jinja import LISTING_JINJA, RESULTS_JINJA, TOOL_JINJA
 
 if TYPE_CHECKING:
     from ftcore.data.template import Template
@@ -41,6 +41,20 @@ def _fill(pattern: str, expr: str, trim: bool, lead: str | None = None) -> str:
     return " + ".join(parts)
 
 
+def _merged_results(pattern: str, results: str) -> list[str]:
+    """Tool messages of a format with one block per result (Mistral v3, GLM-4.5): consecutive ones
+    share the observation turn, its opening written before the first, its closing after the last."""
+    before, after = pattern.split("{content}")
+    tool = "['role'] in ['tool', 'observation']"
+    return [
+        f"      {results}",
+        f"      {{%- set prev_tool = not loop.first and turns[loop.index0 - 1]{tool} -%}}",
+        f"      {{%- set next_tool = not loop.last and turns[loop.index0 + 1]{tool} -%}}",
+        f"      {{{{- ({_text(before)} if not prev_tool else '') + content"
+        f" + ({_text(after)} if not next_tool else '') -}}}}",
+    ]
+
+
 def render_jinja(template: Template) -> str:
     """The Jinja source of `template` (see the module docstring)."""
     t, trim = template, template.trim_content
@@ -55,9 +69,20 @@ def render_jinja(template: Template) -> str:
         "  {%- set system = messages[0]['content'] or system -%}{%- set turns = messages[1:] -%}",
         "{%- endif -%}",
     ]
+    listing = LISTING_JINJA.get(t.tool_format or "")  # a block of its own before the last user turn
     if t.tool_format:
         system_tools, calls = TOOL_JINJA[t.tool_format]
         lines.append(f"{{%- if tools is defined and tools -%}}{system_tools}{{%- endif -%}}")
+    # the user turn that carries the system block and a tool listing: the first, or the last one
+    lines.append(
+        "{%- set ns_user = namespace(block=0) -%}"
+        + (
+            "{%- for m in turns -%}{%- if m['role'] == 'user' -%}{%- set ns_user.block = loop.index0 -%}"
+            "{%- endif -%}{%- endfor -%}"
+            if t.system_in_last_user
+            else ""
+        )
+    )
     if t.bos:
         lines.append(f"{{{{- {_text(t.bos)} -}}}}")
     condition = "true" if t.always_system else "system"
@@ -66,7 +91,7 @@ def render_jinja(template: Template) -> str:
     if t.system_in_user:  # the system block opens the first user turn, untrimmed
         block = _fill(t.format_system, system_expr, False)
         lines.append(f"{{%- set lead = ({block}) if {condition} else '' -%}}")
-        lead = "lead if loop.first else ''"
+        lead = "lead if loop.index0 == ns_user.block else ''"
     else:
         lines.append(
             f"{{%- if {condition} -%}}{{{{- {_fill(t.format_system, system_expr, trim)} -}}}}{{%- endif -%}}"
@@ -74,19 +99,37 @@ def render_jinja(template: Template) -> str:
     if think:
         default = "true" if think.enabled else "false"
         lines.append(f"{{%- set thinking = enable_thinking if enable_thinking is defined else {default} -%}}")
+    user_content = "content"
+    if think and think.off_suffix:
+        suffix = _lit(think.off_suffix)
+        user_content = f"(content + {suffix} if not thinking and not content.endswith({suffix}) else content)"
+    results = RESULTS_JINJA.get(t.tool_format or "")
+    observation = (
+        _merged_results(t.format_observation or t.format_user, results)
+        if results
+        else [f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim, lead)} -}}}}"]
+    )
     lines += [
         "{%- for message in turns -%}",
         "  {%- set content = message['content'] or '' -%}",
         "  {%- if message['role'] in prompt_roles -%}",
         "    {%- if message['role'] == 'user' -%}",
-        f"      {{{{- {_fill(t.format_user, 'content', trim, lead)} -}}}}",
+    ]
+    if listing:
+        lines.append(
+            "      {%- if tools is defined and tools and loop.index0 == ns_user.block -%}"
+            f"{listing}{{%- endif -%}}"
+        )
+    lines += [
+        f"      {{{{- {_fill(t.format_user, user_content, trim, lead)} -}}}}",
         "    {%- else -%}",
-        f"      {{{{- {_fill(t.format_observation or t.format_user, 'content', trim, lead)} -}}}}",
+        *observation,
         "    {%- endif -%}",
     ]
     if think:
         lines += [
-            "    {%- if not thinking and ((loop.last and add_generation_prompt) or loop.revindex == 2) -%}",
+            "    {%- set before_reply = loop.revindex == 2 and turns[-1]['role'] == 'assistant' -%}",
+            "    {%- if not thinking and ((loop.last and add_generation_prompt) or before_reply) -%}",
             f"      {{{{- {_lit(think.empty)} -}}}}",
             "    {%- endif -%}",
         ]
@@ -98,9 +141,12 @@ def render_jinja(template: Template) -> str:
             "      {%- set content = (content + '\\n' + calls) if content else calls -%}",
             "    {%- endif -%}",
         ]
+    trim_reply = "{%- set content = content | trim -%}" if t.trim_reply else ""
     if think:
         start, end = _lit(think.open.strip()), _lit(think.close.strip())
         strip = ".lstrip('\\n')" if think.trim_answer else ""
+        kept_expr = "reasoning.strip()" if t.trim_reply else "reasoning.strip('\\n')"
+        empty = "true" if think.keep_empty else "false"
         lines += [
             "    {%- set reasoning = '' -%}",
             f"    {{%- if {end} in content -%}}",
@@ -108,11 +154,22 @@ def render_jinja(template: Template) -> str:
             f".split({start})[-1].lstrip('\\n') -%}}",
             f"      {{%- set content = content.split({end})[-1]{strip} -%}}",
             "    {%- endif -%}",
-            "    {%- if loop.last and thinking -%}",
-            f"      {{%- set content = {_lit(think.open)} + reasoning.strip('\\n') + {_lit(think.close)}"
-            " + content.lstrip('\\n') -%}",
+            f"    {trim_reply}",
+            "    {%- set kept = loop.last and thinking"
+            + ("" if think.write_empty else " and reasoning.strip() != ''")
+            + " -%}",
+            "    {%- set in_prompt = loop.last and not thinking -%}",
+            f"    {{%- if kept or ({empty} and not in_prompt) -%}}",
+            f"      {{%- set reasoning = {kept_expr} if kept else '' -%}}",
+            "      {%- set answer = content.lstrip('\\n') -%}",
+            f"      {{%- set content = {_lit(think.open)} + reasoning + {_lit(think.close)}"
+            f" + (({_lit(think.sep)} + answer) if answer else '') -%}}",
+            f"    {{%- elif in_prompt and {_lit(think.sep)} and content -%}}",
+            f"      {{%- set content = {_lit(think.sep)} + content.lstrip('\\n') -%}}",
             "    {%- endif -%}",
         ]
+    elif t.trim_reply:
+        lines.append(f"    {trim_reply}")
     lines += [
         "    {%- if calling -%}",
         f"      {{{{- {_fill(t.format_function or t.format_assistant, 'content', trim)} -}}}}",

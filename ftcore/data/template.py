@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ftcore.data.chat_jinja import render_jinja
-from ftcore.data.tools import TOOL_FORMATS, ToolFormat
+from ftcore.data.thinking import Thinking
+from ftcore.data.tools import TOOL_FORMATS, ToolFormat, call_ids
 from ftcore.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -29,29 +30,6 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"  # every *.yaml in it, read 
 TEMPLATES_FILE = TEMPLATES_DIR / "templates.yaml"  # the one whose header documents the format
 _BUILTIN_MARKER = "ftflow_builtin.json"  # ftcore.builtin.BUILTIN_MARKER; not imported to stay light
 _TOKENIZER_FILES = ("tokenizer_config.json", "chat_template.jinja", "tokenizer.json")
-
-
-@dataclass(frozen=True)
-class Thinking:
-    """Reasoning blocks (Qwen3 style): `open` + reasoning + `close` before the answer."""
-
-    open: str
-    close: str
-    enabled: bool
-    trim_answer: bool = True  # False: a reply keeps the text after `close` as is (DeepSeek-R1)
-
-    @property
-    def empty(self) -> str:
-        return self.open + self.close
-
-    def split(self, content: str) -> tuple[str, str]:
-        """(reasoning, answer) of an assistant content, as the official Qwen3 template splits it."""
-        start, end = self.open.strip(), self.close.strip()
-        if end not in content:
-            return "", content
-        reasoning = content.split(end)[0].rstrip("\n").split(start)[-1].lstrip("\n")
-        answer = content.split(end)[-1]
-        return reasoning, answer.lstrip("\n") if self.trim_answer else answer
 
 
 @dataclass(frozen=True)
@@ -77,6 +55,8 @@ class Template:
     text_eos: str | None = None
     system_in_user: bool = False
     efficient_eos: str | None = None
+    system_in_last_user: bool = False
+    trim_reply: bool = False
     family: str | None = None
     verified_by: str | None = None
 
@@ -87,7 +67,16 @@ class Template:
         keep += ("always_system", "trim_content", "thinking", "format_observation", "format_function")
         keep += ("tool_format", "text_eos")
         out = {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
-        out.update({k: getattr(self, k) for k in ("system_in_user", "efficient_eos") if getattr(self, k)})
+        switches = ("system_in_user", "efficient_eos", "system_in_last_user", "trim_reply")
+        out.update({k: getattr(self, k) for k in switches if getattr(self, k)})
+        if self.thinking is not None:  # likewise the later Thinking switches
+            base = ("open", "close", "enabled", "trim_answer")
+            defaults = Thinking("", "", False)
+            out["thinking"] = {
+                k: v
+                for k, v in dataclasses.asdict(self.thinking).items()
+                if k in base or v != getattr(defaults, k)
+            }
         return out
 
     def tools(self) -> ToolFormat:
@@ -100,24 +89,45 @@ class Template:
             )
         return TOOL_FORMATS[self.tool_format]
 
-    def _prompt_turn(self, message: dict[str, str], lead: str = "") -> str:
-        """A user turn, or a tool result (observation), each followed by the assistant header;
-        `lead` (the system block of a system_in_user template) goes before the first one's content."""
+    def _prompt_turn(self, message: dict[str, str], lead: str = "", ids: list[str] | None = None) -> str:
+        """A user turn, or a tool result (observation, tied to the `ids` of the calls it answers),
+        each followed by the assistant header; `lead` (the system block of a system_in_user
+        template) goes before the content of the user turn that carries it."""
         if message["role"] == "observation":
-            self.tools()
-            return self._fill(self.format_observation or self.format_user, message["content"], lead)
-        return self._fill(self.format_user, message["content"], lead)
+            content = self.tools().render_results(message["content"], ids or [])
+            return self._fill(self.format_observation or self.format_user, content, lead)
+        content = message["content"]
+        t = self.thinking
+        if t is not None and not t.enabled and t.off_suffix and not content.endswith(t.off_suffix):
+            content += t.off_suffix
+        return self._fill(self.format_user, content, lead)
 
-    def _response_turn(self, role: str, content: str, reasoning: str | None = None) -> str:
+    def _response_turn(
+        self,
+        role: str,
+        content: str,
+        reasoning: str | None = None,
+        ids: list[str] | None = None,
+        block_in_prompt: bool = False,
+    ) -> str:
         """An assistant reply; a function_call turn is written as the family's tool-call text.
-        With `reasoning` (thinking on, last turn), the reasoning block comes first."""
+        With `reasoning` (thinking on, last turn), the reasoning block comes first; keep_empty
+        templates write the empty block where no reasoning is kept."""
         pattern = self.format_assistant
         if role == "function":
             pattern = self.format_function or self.format_assistant
-            content = self.tools().calls(content)
-        if reasoning is not None and self.thinking is not None:
-            t = self.thinking
-            content = t.open + reasoning.strip("\n") + t.close + content.lstrip("\n")
+            content = self.tools().render_calls(content, ids or [])
+        elif self.trim_reply:
+            content = content.strip()
+        t = self.thinking
+        if t is not None and reasoning is not None and not (t.write_empty or reasoning.strip()):
+            reasoning = None  # nothing to think about, nothing written (Seed-OSS)
+        if t is not None and not block_in_prompt and (reasoning is not None or t.keep_empty):
+            kept = (reasoning or "").strip() if self.trim_reply else (reasoning or "").strip("\n")
+            answer = content.lstrip("\n")
+            content = t.open + kept + t.close + (t.sep + answer if answer else "")
+        elif t is not None and block_in_prompt and t.sep and content:
+            content = t.sep + content.lstrip("\n")
         return self._fill(pattern, content)
 
     def _fill(self, pattern: str, content: str, lead: str = "") -> str:
@@ -129,7 +139,7 @@ class Template:
         in LLaMA-Factory (datasets often write "system": "" for none). Tools are described in the
         system turn, in the family's own words."""
         system = system or self.default_system
-        if tools:
+        if tools and not self.tools().listing:  # else the list is a block of its own (_listing)
             system = self.tools().system(system or "", tools)
         if not (system or self.always_system):
             return ""
@@ -143,9 +153,22 @@ class Template:
         return (self.bos or "") + turn
 
     def _lead(self, system: str | None, tools: str | None) -> str:
-        """system_in_user (Llama 2, Gemma, Mistral): the system block that opens the first user
-        turn's content, as LLaMA-Factory's Llama2Template and the official templates write it."""
+        """system_in_user (Llama 2, Gemma, Mistral): the system block that opens the first (with
+        system_in_last_user: the last) user turn's content, as the official templates write it."""
         return self._system_turn(system, tools) if self.system_in_user else ""
+
+    def _listing(self, tools: str | None) -> str:
+        """The tool list of a family that writes it as a block of its own before the last user turn
+        (Mistral v3), else nothing (the list is in the system turn)."""
+        return self.tools().listing(tools) if tools and self.tools().listing else ""
+
+    def _block_turn(self, messages: list[dict[str, str]]) -> int:
+        """Index of the user turn that carries the system block (system_in_user) and a tool listing:
+        the first turn, or with system_in_last_user the last user turn (Mistral v3)."""
+        if not self.system_in_last_user:
+            return 0
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        return users[-1] if users else 0
 
     def bind(self, tokenizer: PreTrainedTokenizerBase) -> Template:
         """This template with {bos_token} / {eos_token} replaced by the tokenizer's (generic
@@ -178,22 +201,25 @@ class Template:
     def _turns(
         self, messages: list[dict[str, str]], system: str | None, final_answer: bool, tools: str | None
     ) -> list[tuple[str, str]]:
-        pairs = []
+        pairs, ids, block = [], [], self._block_turn(messages)
         for i in range(0, len(messages), 2):
-            first = i == 0
-            prompt = (self._prefix(system, tools) if first else "") + self._prompt_turn(
-                messages[i], self._lead(system, tools) if first else ""
+            prompt = (self._prefix(system, tools) if i == 0 else "") + (
+                self._listing(tools) if i == block else ""
             )
+            prompt += self._prompt_turn(messages[i], self._lead(system, tools) if i == block else "", ids)
             role, content = messages[i + 1]["role"], messages[i + 1]["content"]
+            if role == "function" and (self.tools().id_calls or self.tools().results):
+                ids = call_ids(content, i + 1)
             if self.thinking is None:
-                pairs.append((prompt, self._response_turn(role, content)))
+                pairs.append((prompt, self._response_turn(role, content, ids=ids)))
                 continue
             reasoning, answer = self.thinking.split(content)
             last = final_answer and i + 2 == len(messages)
             if last and not self.thinking.enabled:
                 prompt += self.thinking.empty
             keep = reasoning if last and self.thinking.enabled else None
-            pairs.append((prompt, self._response_turn(role, answer, keep)))
+            off = last and not self.thinking.enabled  # the empty block went into the prompt
+            pairs.append((prompt, self._response_turn(role, answer, keep, ids, block_in_prompt=off)))
         return pairs
 
     def encode_multiturn(
@@ -248,19 +274,15 @@ class Template:
         """History + the final user (or observation) turn + the generation prompt: the input for
         generating a reply."""
         _check_roles(messages, final=PROMPT_ROLES)
-        bound = self.bind(tokenizer)
-        history = bound._segments(messages[:-1], system, final_answer=False, tools=tools)
+        # the conversation plus an empty reply: its prompts are what the model sees (history
+        # reasoning dropped, thinking off's empty block, the system block in its turn)
+        reply = [{"role": "assistant", "content": ""}]
+        *history, (last, _) = self.bind(tokenizer)._turns(messages + reply, system, True, tools)
         ids = [
             i
             for prompt, response in history
             for i in _encode(tokenizer, prompt) + _encode(tokenizer, response)
         ]
-        only = len(messages) == 1
-        last = (bound._prefix(system, tools) if only else "") + bound._prompt_turn(
-            messages[-1], bound._lead(system, tools) if only else ""
-        )
-        if self.thinking is not None and not self.thinking.enabled:
-            last += self.thinking.empty
         return ids + _encode(tokenizer, last)
 
     def stop_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -6,12 +6,16 @@ Llama 3 format (tools described in the system turn, calls as {"name", "parameter
 date fixed to the official template's default, so the same rows always give the same ids;
 `llama3.1` is the same without the date header, which that template's system turn already writes;
 `glm4` matches glm-4-9b-chat's official template (one call per reply, "name\n{arguments}");
-`granite4` Granite 4.0's (its own tool list, Qwen's <tool_call> calls).
+`granite4` Granite 4.0's (its own tool list, Qwen's <tool_call> calls); `mistral` Mistral v0.3's
+(v3 tokenizer: the tool list as its own block before the last user turn, calls and results tied by
+9-character call ids); `glm4_moe` GLM-4.5's (Qwen-like tool list, <arg_key>/<arg_value> calls).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,12 +121,143 @@ def _glm4_calls(content: str) -> str:
     return name + "\n" + json.dumps(args, ensure_ascii=False)
 
 
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 9  # Mistral's official template refuses any other length
+
+
+def _derived_id(turn: int, index: int, name: str, args: Any) -> str:
+    """A stable 9-character alphanumeric call id for a call that has none: a hash of its place in
+    the conversation (turn, position in the turn) and the call itself, so a row always encodes to
+    the same ids and two calls of one conversation get different ones."""
+    key = json.dumps([turn, index, name, args], ensure_ascii=False, sort_keys=True)
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    chars = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(chars)
+
+
+def call_ids(content: str, turn: int) -> list[str]:
+    """The call ids of a function_call turn (message index `turn`): a call's own "id" when it is 9
+    alphanumeric characters (as Mistral's API writes them), else one derived from the call
+    (_derived_id)."""
+    calls = json.loads(content)
+    ids = []
+    for index, call in enumerate(calls if isinstance(calls, list) else [calls]):
+        own = call.get("id")
+        valid = isinstance(own, str) and len(own) == _ID_LENGTH and own.isalnum() and own.isascii()
+        ids.append(own if valid else _derived_id(turn, index, call["name"], call["arguments"]))
+    return ids
+
+
+def _mistral_listing(tools: str) -> str:
+    """Mistral v3's [AVAILABLE_TOOLS] block, written as its official template writes it: string
+    values raw (not JSON-escaped), other values as JSON, a function's "return" key left out."""
+    texts = []
+    for tool in parse_tools(tools):
+        function = _wrap(tool)["function"]
+        fields = [
+            f'"{k}": "{v}"' if isinstance(v, str) else f'"{k}": {json.dumps(v, ensure_ascii=False)}'
+            for k, v in function.items()
+            if k != "return"
+        ]
+        texts.append('{"type": "function", "function": {' + ", ".join(fields) + "}}")
+    return "[AVAILABLE_TOOLS] [" + ", ".join(texts) + "][/AVAILABLE_TOOLS]"
+
+
+def _mistral_calls(content: str, ids: list[str]) -> str:
+    parts = [
+        json.dumps({"name": name, "arguments": args}, ensure_ascii=False)[:-1] + f', "id": "{call_id}"}}'
+        for (name, args), call_id in zip(parse_calls(content), ids, strict=True)
+    ]
+    return "[" + ", ".join(parts) + "]"
+
+
+def _split_results(content: str, ids: list[str]) -> list[str]:
+    """The results of an observation turn, one per call answered: its text for one call, the items of
+    a JSON list of one result per call (in order) for several."""
+    if not ids:
+        raise DataError("a tool result (observation) must follow a function_call turn")
+    if len(ids) == 1:
+        return [content]
+    try:
+        parsed = json.loads(content)
+    except json.JSONDecodeError:
+        parsed = None
+    if not (isinstance(parsed, list) and len(parsed) == len(ids)):
+        raise DataError(
+            f"the observation answers {len(ids)} calls, so it must be a JSON list of {len(ids)} "
+            f"results (one per call, in order); got {content[:80]!r}"
+        )
+    return [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in parsed]
+
+
+def _mistral_results(content: str, ids: list[str]) -> str:
+    """One [TOOL_RESULTS] block per call answered, tied to it by its id."""
+    return "".join(
+        f'[TOOL_RESULTS] {{"content": {r}, "call_id": "{i}"}}[/TOOL_RESULTS]'
+        for r, i in zip(_split_results(content, ids), ids, strict=True)
+    )
+
+
+def _glm4_moe_results(content: str, ids: list[str]) -> str:
+    """One <tool_response> block per call answered, as GLM-4.5's template writes consecutive tool
+    messages under one <|observation|>."""
+    return "".join(f"\n<tool_response>\n{r}\n</tool_response>" for r in _split_results(content, ids))
+
+
+_GLM4_MOE_TOOLS = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n<<TOOLS>>"
+    "</tools>\n\nFor each function call, output the function name and arguments within the following "
+    "XML format:\n<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}"
+    "</arg_value>\n<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n...\n</tool_call>"
+)
+
+
+def _glm4_moe_system(system: str, tools: str) -> str:
+    """GLM-4.5's tool list (its own system turn), then the system prompt's turn."""
+    text = "".join(json.dumps(_wrap(t), ensure_ascii=False) + "\n" for t in parse_tools(tools))
+    listed = _GLM4_MOE_TOOLS.replace("<<TOOLS>>", text)
+    return listed + ("<|system|>\n" + system if system else "")
+
+
+def _glm4_moe_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _glm4_moe_calls(content: str) -> str:
+    return "\n".join(
+        f"<tool_call>{name}\n"
+        + "".join(
+            f"<arg_key>{k}</arg_key>\n<arg_value>{_glm4_moe_value(v)}</arg_value>\n" for k, v in args.items()
+        )
+        + "</tool_call>"
+        for name, args in parse_calls(content)
+    )
+
+
 @dataclass(frozen=True)
 class ToolFormat:
     """How a family writes tools into the system prompt and function calls into a reply."""
 
     system: Callable[[str, str], str]  # (system prompt, tools JSON) -> system turn content
     calls: Callable[[str], str]  # function_call JSON -> the reply text
+    # Mistral v3: the tool list is a block of its own before the last user turn (not in the system
+    # turn), and calls / results carry call ids: (JSON, ids of the calls) -> text; `results` also
+    # writes one block per call answered (Mistral v3, GLM-4.5)
+    listing: Callable[[str], str] | None = None
+    id_calls: Callable[[str, list[str]], str] | None = None
+    results: Callable[[str, list[str]], str] | None = None
+
+    def render_calls(self, content: str, ids: list[str]) -> str:
+        """A function_call turn's text (with the call ids where the family writes them)."""
+        return self.id_calls(content, ids) if self.id_calls else self.calls(content)
+
+    def render_results(self, content: str, ids: list[str]) -> str:
+        """An observation turn's text, tied to the ids of the calls it answers where the family does."""
+        return self.results(content, ids) if self.results else content
 
 
 TOOL_FORMATS: dict[str, ToolFormat] = {
@@ -133,82 +268,12 @@ TOOL_FORMATS: dict[str, ToolFormat] = {
     "llama3.1": ToolFormat(lambda system, tools: system + _llama3_tool_text(tools), _llama3_calls),
     "glm4": ToolFormat(_glm4_system, _glm4_calls),
     "granite4": ToolFormat(_granite4_system, _qwen_calls),  # Granite 4 writes calls as Qwen does
-}
-
-
-# The same formats in Jinja, for the chat_template a trained model carries (ftcore.data.chat_jinja):
-# `system_jinja` sets `system` from `system` and `tools`; `calls_jinja` sets `calls` from
-# `message.tool_calls` (OpenAI shape: {"type": "function", "function": {"name", "arguments"}}).
-_WRAP = "(tool if tool.type == 'function' else {'type': 'function', 'function': tool})"
-_CALL = "{%- set f = call.function if call.function is defined else call -%}"
-
-
-def _lit(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _qwen_system_jinja(listing: str = _QWEN_TOOLS) -> str:
-    before, after = listing.split("<<TOOLS>>")
-    return (
-        "{%- set ns_tools = namespace(text='') -%}"
-        f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + '\\n' + ({_WRAP} | tojson) -%}}"
-        "{%- endfor -%}"
-        f"{{%- set listed = {_lit(before)} + ns_tools.text + {_lit(after)} -%}}"
-        "{%- set system = (system + '\\n\\n' + listed) if system else listed -%}"
-    )
-
-
-def _llama3_system_jinja(date: bool) -> str:
-    before, after = _LLAMA3_TOOLS.split("<<TOOLS>>")
-    head = _lit((_LLAMA3_DATE if date else "") + before)
-    return (
-        "{%- set ns_tools = namespace(text='') -%}"
-        f"{{%- for tool in tools -%}}{{%- set ns_tools.text = ns_tools.text + ({_WRAP} | tojson(indent=4)) "
-        "+ '\\n\\n' -%}{%- endfor -%}"
-        f"{{%- set system = (system or '') + {head} + ns_tools.text + {_lit(after)} -%}}"
-    )
-
-
-_QWEN_CALLS_JINJA = (
-    "{%- set ns_calls = namespace(parts=[]) -%}"
-    f"{{%- for call in message.tool_calls -%}}{_CALL}"
-    "{%- set ns_calls.parts = ns_calls.parts + ['<tool_call>\\n' + "
-    "({'name': f.name, 'arguments': f.arguments} | tojson) + '\\n</tool_call>'] -%}{%- endfor -%}"
-    "{%- set calls = ns_calls.parts | join('\\n') -%}"
-)
-_LLAMA3_CALLS_JINJA = (
-    "{%- set ns_calls = namespace(parts=[]) -%}"
-    f"{{%- for call in message.tool_calls -%}}{_CALL}"
-    "{%- set ns_calls.parts = ns_calls.parts + [{'name': f.name, 'parameters': f.arguments}] -%}"
-    "{%- endfor -%}"
-    "{%- set calls = (ns_calls.parts[0] if ns_calls.parts | length == 1 else ns_calls.parts) | tojson -%}"
-)
-
-
-def _glm4_system_jinja() -> str:
-    before, after = _GLM4_TOOL.split("<<NAME>>")
-    middle, end = after.split("<<BODY>>")
-    return (
-        f"{{%- set ns_tools = namespace(text={_lit(_GLM4_TOOLS)}) -%}}"
-        "{%- for tool in tools -%}{%- set f = tool.function if tool.function is defined else tool -%}"
-        f"{{%- set ns_tools.text = ns_tools.text + {_lit(before)} + f.name + {_lit(middle)} + "
-        f"(f | tojson(indent=4)) + {_lit(end)} -%}}{{%- endfor -%}}"
-        "{%- set system = ns_tools.text + (('<|system|>\\n' + system) if system else '') -%}"
-    )
-
-
-_GLM4_CALLS_JINJA = (
-    "{%- if message.tool_calls | length != 1 -%}"
-    "{{- raise_exception('GLM-4 calls one function per reply') -}}{%- endif -%}"
-    f"{{%- for call in message.tool_calls -%}}{_CALL}"
-    "{%- set calls = f.name + '\\n' + (f.arguments | tojson) -%}{%- endfor -%}"
-)
-
-# tool_format -> (system_jinja, calls_jinja)
-TOOL_JINJA: dict[str, tuple[str, str]] = {
-    "qwen": (_qwen_system_jinja(), _QWEN_CALLS_JINJA),
-    "llama3": (_llama3_system_jinja(date=True), _LLAMA3_CALLS_JINJA),
-    "llama3.1": (_llama3_system_jinja(date=False), _LLAMA3_CALLS_JINJA),
-    "glm4": (_glm4_system_jinja(), _GLM4_CALLS_JINJA),
-    "granite4": (_qwen_system_jinja(_GRANITE4_TOOLS), _QWEN_CALLS_JINJA),
+    "mistral": ToolFormat(
+        lambda system, tools: system,
+        lambda content: _mistral_calls(content, call_ids(content, 0)),
+        listing=_mistral_listing,
+        id_calls=_mistral_calls,
+        results=_mistral_results,
+    ),
+    "glm4_moe": ToolFormat(_glm4_moe_system, _glm4_moe_calls, results=_glm4_moe_results),
 }
