@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from ftcore.config import PipelineConfig, load_config
@@ -29,7 +28,7 @@ def finished_jobs() -> list[str]:
         meta = jobs.read_meta(name) or {}
         if meta.get("verb", "run") != "run":
             continue
-        status = jobs.status(name, tail_lines=0)
+        status = jobs.status(name, tail_lines=1)
         if status is not None and status.state == "completed":
             out.append(name)
     return out
@@ -97,17 +96,28 @@ def start(source: str, eval_sets: list[str] | None, cfg: PipelineConfig) -> str:
 
 
 def result(name: str) -> str:
-    """The finished evaluation's table (markdown), or what its log says went wrong."""
+    """The finished evaluation's table (markdown), or what its log says went wrong. A job's scores
+    may come from its cached evaluation: the champion beside them is today's, not that day's."""
+    from ftcore.artifacts import read_manifest
+    from ftcore.evaluate.compare import eval_report
+
     jobdir = jobs.job_config(name).parent
     if (jobdir / RESULTS).is_file():
         return (jobdir / RESULTS).read_text(encoding="utf-8")
-    status = jobs.status(name, tail_lines=10_000)
+    status = jobs.status(name, tail_lines=100_000)
     log = status.log_tail if status else ""
     found = list(_EVAL_LINE.finditer(log))
-    if found:
-        comparison = Path(found[-1]["path"].strip()) / "comparison.md"
-        if comparison.is_file():
-            return comparison.read_text(encoding="utf-8")
+    artifact = read_manifest(found[-1]["path"].strip()) if found else None
+    if artifact is not None:
+        metrics = artifact.metadata.get("metrics", {})
+        scores = {
+            who: {k.removeprefix(f"{who}/"): v for k, v in metrics.items() if k.startswith(f"{who}/")}
+            for who in ("base", "tuned")
+        }
+        identity = {k: str(artifact.metadata.get(k, "")) for k in ("eval_fingerprint", "eval_config")}
+        cfg = load_config(str(jobs.job_config(name)))
+        samples = int(artifact.metadata.get("samples", 0))
+        return eval_report(cfg, identity, {who: s for who, s in scores.items() if s}, samples)
     errors = [line for line in log.splitlines() if line.startswith("error") or "Error" in line]
     return "**no results**: " + (errors[-1] if errors else "see the log")
 

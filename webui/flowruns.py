@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ DEPLOYMENT_ENV = "FTFLOW_BOARD_DEPLOYMENT"
 LOCAL = "this machine (ft run)"  # the "Run on" choice that starts `ft run` as a local process
 PAGE = 200  # logs per request (the server's default limit)
 
-_logs: dict[str, list[str]] = {}  # flow run id -> the log lines read so far (logs only grow)
+SETTLE_S = 30.0  # after a run ends, its last log batches may still arrive for this long
+_logs: dict[str, tuple[list[str], bool]] = {}  # flow run id -> (log lines read so far, settled)
 _logs_lock = threading.Lock()
 
 
@@ -134,17 +136,24 @@ def read(flow_run_id: str) -> FlowRunInfo:
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(flow_run_id))
+        final = run.state is not None and run.state.is_final()
         with _logs_lock:
-            lines = _logs.setdefault(flow_run_id, [])
-            while True:
-                page = client.read_logs(
-                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
-                    limit=PAGE,
-                    offset=len(lines),
-                )
-                lines += [_line(entry) for entry in page]
-                if len(page) < PAGE:
-                    break
+            lines, settled = _logs.get(flow_run_id, ([], False))
+            if not settled:
+                # while it runs, only the new lines; once it ended, all again until its last batches
+                # are in (they are sorted by time: a batch sent late could land before lines read)
+                lines = [] if final else list(lines)
+                while True:
+                    page = client.read_logs(
+                        LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
+                        limit=PAGE,
+                        offset=len(lines),
+                    )
+                    lines += [_line(entry) for entry in page]
+                    if len(page) < PAGE:
+                        break
+                ended = run.end_time.timestamp() if final and run.end_time else None
+                _logs[flow_run_id] = (lines, ended is not None and time.time() - ended > SETTLE_S)
             log = "\n".join(lines)
         links = client.read_artifacts(
             artifact_filter=ArtifactFilter(

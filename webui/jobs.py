@@ -145,7 +145,8 @@ def start(
         argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
     log.close()
-    _write_meta(jobdir, {"pid": proc.pid, "verb": verb, "command": " ".join(shown)})
+    meta = {"pid": proc.pid, "verb": verb, "command": " ".join(shown), "module": module}
+    _write_meta(jobdir, {**meta, "overrides": list(overrides or [])})
     threading.Thread(target=_reap, args=(proc, jobdir), daemon=True).start()
     return jobdir
 
@@ -160,7 +161,14 @@ def resume(name: str) -> Path:
     if meta is None:
         raise ConfigError(f"no board job named {name}")
     cfg = load_config(str(job_config(name)))
-    return start(cfg, meta.get("verb", "run"), deployment=meta.get("deployment"), name=name)
+    return start(
+        cfg,
+        meta.get("verb", "run"),
+        meta.get("overrides"),
+        deployment=meta.get("deployment"),
+        name=name,
+        module=meta.get("module", "flows.cli"),
+    )
 
 
 def _write_meta(jobdir: Path, meta: dict[str, Any]) -> None:
