@@ -33,6 +33,7 @@ _PROGRESS = re.compile(
 )
 _FLOW_RUN = re.compile(r"Beginning flow run '(?P<name>[^']+)'")
 _FLOW_URL = re.compile(r"View at (?P<url>https?://\S+/runs/flow-run/(?P<id>[0-9a-f-]{36}))")
+_reaping: set[Path] = set()  # job folders whose process this board waits on (its rc not written yet)
 
 
 @dataclass
@@ -147,6 +148,7 @@ def start(
     log.close()
     meta = {"pid": proc.pid, "verb": verb, "command": " ".join(shown), "module": module}
     _write_meta(jobdir, {**meta, "overrides": list(overrides or [])})
+    _reaping.add(jobdir)
     threading.Thread(target=_reap, args=(proc, jobdir), daemon=True).start()
     return jobdir
 
@@ -178,7 +180,10 @@ def _write_meta(jobdir: Path, meta: dict[str, Any]) -> None:
 
 
 def _reap(proc: subprocess.Popen, jobdir: Path) -> None:
-    (jobdir / "rc").write_text(str(proc.wait()), encoding="utf-8")
+    try:
+        (jobdir / "rc").write_text(str(proc.wait()), encoding="utf-8")
+    finally:
+        _reaping.discard(jobdir)
 
 
 def stop(name: str) -> bool:
@@ -236,7 +241,7 @@ def job_config(name: str) -> Path:
 
 
 def _state(jobdir: Path, meta: dict[str, Any], text: str) -> str:
-    if _alive(int(meta["pid"])):
+    if _alive(int(meta["pid"])) or jobdir in _reaping:  # (ended, its exit code about to be written)
         return "running"
     rc_file = jobdir / "rc"
     if rc_file.is_file():
