@@ -67,8 +67,9 @@ def eval_set_choices(cfg: PipelineConfig | None) -> list[str]:
 def start(source: str, eval_sets: list[str] | None, cfg: PipelineConfig) -> str:
     """Start the evaluation of `source` (a board job or a registered version) with cfg's eval settings
     and benchmark tasks, on `eval_sets` (dataset names; empty: the job's own held-out split, or cfg's
-    for a version); returns the evaluation job's name."""
-    source = (source or "").strip()
+    for a version); returns the evaluation job's name. No source: the board job of the form's config
+    (by its name), when there is one."""
+    source = (source or "").strip() or (cfg.name if jobs.job_config(cfg.name).is_file() else "")
     if not source:
         raise ConfigError("evaluate: pick a finished job or a registered version (models:/NAME@ALIAS)")
     evaluation = cfg.eval.model_copy(update={"enabled": True})
@@ -163,7 +164,7 @@ def render(form: Any, cfg_of: Any) -> Any:
         form.render("evaluate")
         eval_btn = form.text("run_eval", gr.Button("Evaluate", elem_id="run-eval"), "value")
         eval_out = form.text("results", gr.Markdown(elem_id="eval-results"), "label")
-        eval_log = gr.Textbox(lines=8, max_lines=8, label="log", elem_id="eval-log")
+        eval_log = form.text("log", gr.Textbox(lines=8, max_lines=8, label="Log", elem_id="eval-log"))
 
     def wire(inputs: list[Any]) -> None:
         from ftcore.errors import FtflowError
