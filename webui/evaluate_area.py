@@ -141,7 +141,7 @@ def render(form: Any, cfg_of: Any) -> Any:
     their handlers once every area's fields exist (it takes the form's inputs)."""
     import gradio as gr
 
-    with form.text("evaluate", gr.Tab("Evaluate", id="evaluate")):
+    with form.text("evaluate", gr.Tab("Evaluate", id="evaluate")) as tab:
         with gr.Row():
             source = gr.Dropdown(
                 [],
@@ -175,6 +175,7 @@ def render(form: Any, cfg_of: Any) -> Any:
             return [gr.update(choices=sources(cfg)), gr.update(choices=eval_set_choices(cfg))]
 
         refresh.click(choices, inputs, [source, eval_sets])
+        tab.select(choices, inputs, [source, eval_sets])  # opening the tab lists what is there now
 
         def run(chosen: str, sets: list[str] | None, *args: Any):
             cfg = cfg_of(*args)
