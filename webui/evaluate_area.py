@@ -1,10 +1,10 @@
 """The Evaluate area: score a finished board job or a registered version on an eval set and benchmark
 tasks (eval.tasks), the results one table beside the base model and the registry's champion.
 
-A job is evaluated by `ft eval` on its own saved config with this area's eval settings (its
-comparison.md: base / champion / candidate); a version (models:/NAME@ALIAS, models:/NAME/VERSION,
-in the registry of the form's settings) by webui.evaljob. Both run as board jobs, in their own
-processes, never in the web server's.
+A job is evaluated by `ft eval` on its own saved config with this area's eval settings (its scores
+beside base and today's champion: ftcore.evaluate.compare.eval_report); a version
+(models:/NAME@ALIAS, models:/NAME/VERSION, in the registry of the form's settings) by webui.evaljob.
+Both run as board jobs, in their own processes, never in the web server's.
 """
 
 from __future__ import annotations
