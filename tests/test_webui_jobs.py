@@ -64,6 +64,8 @@ def test_train_preview_shows_data_check_stats_and_names_a_bad_row(
     )
     out = preview("English", *_form_args(demo, bad))
     assert "bad.jsonl: invalid JSON at line 1" in out[0], out[0]  # the form's message names file and row
+    marked = out[1 + demo.ftflow_form.paths.index("data.dataset")]
+    assert "ft-invalid" in marked["elem_classes"] and "bad.jsonl" in marked["info"]  # on its field
     assert not out[-1]["visible"]
 
 

@@ -125,8 +125,8 @@ def build() -> gr.Blocks:
             command = shlex.join(jobs.command("run", path))
             try:
                 stats, image = data_stats(cfg)
-            except FtflowError as exc:  # a bad dataset names its file and row in the form's message
-                marks[0] = f"**{exc}**"
+            except FtflowError as exc:  # a bad dataset: the message names its file and row
+                marks = [f"**{exc}**", *form.marks({"data.dataset": str(exc)}, _lang(language))]
                 stats, image = f"**{exc}**", None
             shown = gr.update(value=_png(image) if image else None, visible=image is not None)
             return [*marks, dump_config(cfg), command, dataset_preview(cfg), stats, shown]
