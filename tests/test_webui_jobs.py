@@ -58,6 +58,7 @@ def test_train_preview_shows_data_check_stats_and_names_a_bad_row(
     assert "template `qwen2`" in stats
     assert image["visible"] and image["value"].size[0] > 100  # the histogram, as an image
 
+    (tmp_path / "bad").mkdir()
     write_dataset(tmp_path / "bad", {"bad": {"file_name": "bad.jsonl"}}, {"bad.jsonl": "{x\n"})
     bad = small_config(
         tmp_path / "w", data={"dataset_dir": str(tmp_path / "bad"), "dataset": ["bad"], "eval_dataset": []}
