@@ -66,9 +66,11 @@ def _download(cfg: PipelineConfig, version: Any, folder: Path) -> Path:
         tmp = folder / f".{target.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)  # our own leftover of a killed download
         tmp.mkdir(parents=True)
-        registry.download_source(uri, version.source, tmp)
+        local = registry.download_source(uri, version.source, tmp)  # e.g. tmp/artifacts/model
         tmp.rename(target)
-    return target / "model" if (target / "MLmodel").is_file() else target
+        return target / local.relative_to(tmp)
+    mlmodel = next(target.rglob("MLmodel"), None)  # an MLflow model: its Hugging Face folder is model/
+    return mlmodel.parent / "model" if mlmodel is not None else target
 
 
 def _score(cfg: PipelineConfig, ref: str, revision: str | None, template: str | None) -> tuple[Any, Any]:
@@ -124,7 +126,7 @@ def evaluate_version(cfg: PipelineConfig, source: str, folder: Path) -> str:
         "- better value in **bold**",
         "",
     ]
-    return "\n".join(head) + comparison_table(columns)
+    return "\n".join([*head, ""]) + comparison_table(columns)
 
 
 def main(argv: list[str] | None = None) -> int:
