@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config_path = Path(args[1])
+    (config_path.parent / RESULTS).unlink(missing_ok=True)  # not shown as this evaluation's
     try:
         report = evaluate_version(load_config(str(config_path)), args[2], config_path.parent)
     except FtflowError as exc:
