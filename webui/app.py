@@ -12,9 +12,9 @@ import pandas as pd
 
 from ftcore.config import dump_config, load_config
 from ftcore.errors import FtflowError
-from webui import areas, i18n, jobs
+from webui import areas, flowruns, i18n, jobs
 from webui.form import Form, error_markdown
-from webui.preview import dataset_preview, model_choices
+from webui.preview import data_stats, dataset_preview, model_choices
 from webui.schema import FormErrors
 
 CSS = ".ft-invalid input, .ft-invalid textarea { border-color: #d33 !important; }"
@@ -52,6 +52,9 @@ def build() -> gr.Blocks:
             with form.text("train", gr.Tab("Train", id="train")):
                 form.render("train")
                 preview_md = form.text("dataset_preview", gr.Markdown("", elem_id="data-preview"), "label")
+                with gr.Row():  # `ft data check`: counts and token lengths of every dataset of the job
+                    stats_md = gr.Markdown("", elem_id="data-stats")
+                    stats_img = gr.Image(label="token lengths", elem_id="data-lengths", visible=False)
                 with gr.Row():
                     preview_btn = form.text("preview", gr.Button("Preview YAML and command"), "value")
                     cfg_path = form.text(
@@ -68,6 +71,14 @@ def build() -> gr.Blocks:
                     )
                     stop_btn = form.text("stop", gr.Button("Stop (checkpoint kept)", elem_id="stop"), "value")
                     resume_btn = form.text("resume", gr.Button("Resume", elem_id="resume"), "value")
+                    run_on = gr.Dropdown(
+                        flowruns.target_choices(),
+                        value=flowruns.default_target(),
+                        label="Run on",
+                        info="this machine, or a finetune deployment of the Prefect server (PREFECT_API_URL)",
+                        allow_custom_value=True,
+                        elem_id="run-on",
+                    )
                 job = form.text(
                     "job", gr.Dropdown(jobs.list_jobs(), label="Job", elem_id="job", allow_custom_value=True)
                 )
@@ -109,12 +120,20 @@ def build() -> gr.Blocks:
         def preview(language: str, *args: Any) -> list[Any]:
             cfg, marks = checked(language, *args)
             if cfg is None:
-                return [*marks, "", "", gr.update()]
+                return [*marks, "", "", gr.update(), "", gr.update(visible=False)]
             path = Path("runs/.board") / cfg.name / "config.yaml"
             command = shlex.join(jobs.command("run", path))
-            return [*marks, dump_config(cfg), command, dataset_preview(cfg)]
+            try:
+                stats, image = data_stats(cfg)
+            except FtflowError as exc:  # a bad dataset: the message names its file and row
+                marks = [f"**{exc}**", *form.marks({"data.dataset": str(exc)}, _lang(language))]
+                stats, image = f"**{exc}**", None
+            shown = gr.update(value=_png(image) if image else None, visible=image is not None)
+            return [*marks, dump_config(cfg), command, dataset_preview(cfg), stats, shown]
 
-        preview_btn.click(preview, [lang, *inputs], [*outputs_marks, yaml_box, cmd_box, preview_md])
+        preview_btn.click(
+            preview, [lang, *inputs], [*outputs_marks, yaml_box, cmd_box, preview_md, stats_md, stats_img]
+        )
 
         def save(language: str, path: str, *args: Any) -> list[Any]:
             cfg, marks = checked(language, *args)
@@ -133,20 +152,21 @@ def build() -> gr.Blocks:
 
         load_btn.click(load, cfg_path, outputs_marks)
 
-        def start(language: str, *args: Any) -> list[Any]:
+        def start(language: str, target: str, *args: Any) -> list[Any]:
             cfg, marks = checked(language, *args)
             if cfg is None:
                 return [*marks, gr.update()]
+            deployment = None if not target or target == flowruns.LOCAL else target
             try:
                 from ftcore.steps import preflight
 
                 preflight(cfg)  # a missing dataset file or an unreachable model names itself here
-                jobdir = jobs.start(cfg)
+                jobdir = jobs.start(cfg, deployment=deployment)
             except FtflowError as exc:
                 return [f"**{exc}**", *marks[1:], gr.update()]
             return [*marks, gr.update(choices=jobs.list_jobs(), value=jobdir.name)]
 
-        start_btn.click(start, [lang, *inputs], [*outputs_marks, job])
+        start_btn.click(start, [lang, run_on, *inputs], [*outputs_marks, job])
 
         def stop(name: str) -> str:
             return f"stopping {name}" if name and jobs.stop(name) else f"{name or 'no job'}: not running"
@@ -157,7 +177,7 @@ def build() -> gr.Blocks:
             if not name:
                 return gr.update()
             try:
-                jobs.start(load_config(str(jobs.job_config(name))))
+                jobs.resume(name)  # as it ran before: a local process, or the same deployment
             except FtflowError as exc:
                 gr.Warning(str(exc))
             return gr.update(value=name)
@@ -176,11 +196,21 @@ def watch(name: str | None) -> list[Any]:
     if status is None:
         return ["", gr.update(), "", ""]
     head = f"**{status.name}**: {status.state}"
+    if status.prefect_state:  # a deployment run: Scheduled / Late / Pending / Running / Cancelling ...
+        head += f" ({status.prefect_state})"
     if status.max_steps:
         speed = status.tokens_per_s or "?"
         head += f" | step {status.step}/{status.max_steps} | {speed} tok/s | ETA {status.eta}"
     frame = pd.DataFrame(status.losses, columns=["step", "loss"])
     return [head, frame, areas.job_links(name, status), status.log_tail]
+
+
+def _png(path: Path) -> Any:
+    """The image itself (Gradio serves files only from its own folders, the board dir may be elsewhere)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.copy()
 
 
 def _newest_job() -> Any:

@@ -1,6 +1,7 @@
-"""Evaluate, Chat, Export and Registry areas. Evaluate and Export run `ft eval` / `ft export` as jobs
-(their own processes); Chat loads the model with ftcore's serving backend (inference, not training);
-Registry reads MLflow and promotes through the same gate as `ft promote`."""
+"""Evaluate, Chat, Export and Registry areas. Evaluate (webui/evaluate_area.py) and Export run
+`ft eval` / `ft export` as jobs (their own processes); Chat loads the model with ftcore's serving
+backend (inference, not training); Registry reads MLflow and promotes through the same gate as
+`ft promote`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from ftcore.errors import FtflowError
-from webui import chat, jobs
+from webui import chat, evaluate_area, jobs
 from webui.form import Form
 from webui.schema import FormErrors
 
@@ -28,11 +29,7 @@ def render_all(form: Form, lang: gr.Radio) -> None:
         except FormErrors as exc:
             return "; ".join(f"{p}: {m}" for p, m in exc.errors.items())
 
-    with form.text("evaluate", gr.Tab("Evaluate", id="evaluate")):
-        form.render("evaluate")
-        eval_btn = form.text("run_eval", gr.Button("Evaluate", elem_id="run-eval"), "value")
-        eval_out = form.text("results", gr.Markdown(elem_id="eval-results"), "label")
-        eval_log = gr.Textbox(lines=8, max_lines=8, label="log", elem_id="eval-log")
+    wire_evaluate = evaluate_area.render(form, cfg_of)
     with form.text("chat", gr.Tab("Chat", id="chat")):
         with gr.Row():
             source = gr.Textbox(
@@ -86,7 +83,7 @@ def render_all(form: Form, lang: gr.Radio) -> None:
 
         return handler
 
-    eval_btn.click(run_step("eval"), inputs, [eval_out, eval_log])
+    wire_evaluate(inputs)
     export_btn.click(run_step("export"), inputs, [card, export_log])
     load_btn.click(chat.load, source, loaded)
     send_args = [message, bot, system, max_tokens, temperature, top_p]
@@ -148,10 +145,7 @@ def _follow(name: str, verb: str):
 
 
 def _result(log: str, verb: str) -> str:
-    """`ft eval`: the comparison table it printed; `ft export`: the model card of the export folder."""
-    if verb == "eval":
-        rows = [line for line in log.splitlines() if line.startswith("|")]
-        return "\n".join(rows) or "no results (see the log)"
+    """`ft export`: the model card of the export folder (Evaluate reads its own: evaluate_area.result)."""
     for match in reversed(list(_ARTIFACT_LINE.finditer(log))):
         card = Path(match["path"]) / "README.md"
         if card.is_file():
@@ -202,7 +196,9 @@ def job_links(name: str, status: Any) -> str:
         parts.append(f"Prefect flow run: [{status.flow_run}]({status.flow_run_url})")
     elif status.flow_run:
         parts.append(f"Prefect flow run: `{status.flow_run}`")
-    run = _mlflow_run(name)
+    links = getattr(status, "links", {})  # a deployment run's link artifacts (MLflow run, model version)
+    parts += [f"{what}: {link}" for what, link in sorted(links.items())]
+    run = _mlflow_run(name) if not any(w.startswith("MLflow run") for w in links) else ""
     if run:
         parts.append(f"MLflow run: {run}")
     return " | ".join(parts)

@@ -1,9 +1,10 @@
-"""What the Train area shows before anything starts: the model choices and the dataset's first rows as
-the chat template renders them."""
+"""What the Train area shows before anything starts: the model choices, the dataset's first rows as
+the chat template renders them, and `ft data check`'s counts and token lengths (ftcore.datacheck)."""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 from ftcore.config import PipelineConfig
@@ -63,3 +64,35 @@ def dataset_preview(cfg: PipelineConfig, rows: int = PREVIEW_ROWS) -> str:
 def _answer(row: dict[str, Any]) -> list[dict[str, Any]]:
     chosen = row.get("chosen")
     return [chosen] if isinstance(chosen, dict) else []
+
+
+def data_stats(cfg: PipelineConfig) -> tuple[str, Path | None]:
+    """(markdown, histogram PNG) of `ft data check` for the job's datasets: rows, kept, truncated,
+    dropped by reason, p50 / p95 / max prompt and response tokens under the job's template. A bad
+    dataset raises its DataError / ConfigError (file and row named), as `ft data check` does."""
+    from ftcore.datacheck import check_data
+    from webui.jobs import board_dir
+
+    image = board_dir() / "data_check" / f"{cfg.name}.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    checks = check_data(cfg, image)
+    lines = [
+        "| dataset | split | rows | kept | truncated | dropped | prompt tokens p50 / p95 / max "
+        "| response tokens p50 / p95 / max |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for check in checks:
+        info = check.as_dict()
+        p, r = info["prompt_tokens"], info["response_tokens"]
+        lines.append(
+            f"| {check.name} | {check.split} | {info['rows']} | {info['kept']} | {info['truncated']} "
+            f"| {info['dropped']} | {p['p50']} / {p['p95']} / {p['max']} "
+            f"| {r['p50']} / {r['p95']} / {r['max']} |"
+        )
+        notes += [f"- {check.name}: dropped {n} x {why}" for why, n in info["dropped_by_reason"].items()]
+        if not info["kept"]:
+            notes.append(f"- **{check.name}: no valid samples** (every row was dropped)")
+    template = checks[0].template if checks else cfg.data.template
+    head = f"`ft data check` (template `{template}`, cutoff_len {cfg.data.cutoff_len})"
+    return "\n".join([head, "", *lines, *(["", *notes] if notes else [])]), image if image.is_file() else None
