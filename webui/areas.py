@@ -76,9 +76,13 @@ def render_all(form: Form, lang: gr.Radio) -> None:
         refresh = form.text("refresh", gr.Button("Refresh", elem_id="registry-refresh"), "value")
         versions = form.text("versions", gr.Dataframe(elem_id="registry-versions", wrap=True), "label")
         with gr.Row():
-            version = form.text("version", gr.Number(label="Version", precision=0))
-            promote_btn = form.text("promote", gr.Button("Promote (through the gate)"), "value")
-            rollback_btn = form.text("rollback", gr.Button("Roll back"), "value")
+            version = form.text(
+                "version", gr.Number(label="Version", precision=0, elem_id="registry-version")
+            )
+            promote_btn = gr.Button("Promote (through the gate)", elem_id="registry-promote")
+            rollback_btn = gr.Button("Roll back", elem_id="registry-rollback")
+            form.text("promote", promote_btn, "value")
+            form.text("rollback", rollback_btn, "value")
         decision = gr.Markdown(elem_id="registry-decision")
     inputs = form.inputs  # every area's fields, now that all are rendered
 
