@@ -59,7 +59,7 @@ def render_all(form: Form, lang: gr.Radio) -> None:
             max_tokens = form.text("max_new_tokens", gr.Slider(1, 1024, 32, step=1, label="Max new tokens"))
             temperature = form.text("temperature", gr.Slider(0.0, 1.5, 0.7, label="Temperature"))
             top_p = form.text("top_p", gr.Slider(0.05, 1.0, 0.9, label="Top-p"))
-        bot = gr.Chatbot(elem_id="chatbot", height=320)
+        bot = form.text("conversation", gr.Chatbot(label="Conversation", elem_id="chatbot", height=320))
         with gr.Row():
             message = form.text("message", gr.Textbox(label="Message", elem_id="chat-message", scale=4))
             send = form.text("send", gr.Button("Send", variant="primary", elem_id="chat-send"), "value")

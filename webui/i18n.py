@@ -63,6 +63,7 @@ UI_EN = {
     "command": "The equivalent ft command",
     "chat_source": "Model: a board job, models:/NAME@ALIAS or a running ft serve (http://host:port/v1)",
     "backend": "Backend",
+    "conversation": "Conversation",
     "serve_settings": "Serving settings (ft serve)",
     # messages ({names} are filled in)
     "saved": "saved {path}",
