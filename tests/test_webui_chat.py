@@ -56,7 +56,8 @@ def test_board_chats_with_a_finished_job_through_vllm(
         said = list(chat.load("vjob", "vLLM", "English"))
         assert "ft serve --backend vllm" in said[0] and said[-1].endswith("(vLLM)"), said
         server = chat._loaded["server"]
-        assert server.url.startswith("http://127.0.0.1:") and server.models == ["vjob"]
+        assert server.url.startswith("http://127.0.0.1:")
+        assert server.models == ["test-model"]  # the job's registry.model_name
         assert httpx.get(server.url + "/models", timeout=30).status_code == 401  # a key of its own
 
         first = _turn("Hello, who are you?", [])
