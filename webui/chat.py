@@ -60,7 +60,7 @@ def _target(source: str):  # -> ServeTarget
 
 
 def _start_vllm(source: str):  # -> ServerHandle
-    """`ft serve SOURCE --backend vllm` on 127.0.0.1, a free port and a fresh key; ready when it returns.
+    """`ft serve --backend vllm` on 127.0.0.1, a free port and a fresh key; ready when it returns.
     A job's config is served as `ft serve CFG` serves it (its serve section, alias, adapters)."""
     import torch
 
@@ -68,15 +68,15 @@ def _start_vllm(source: str):  # -> ServerHandle
     from webui import jobs
 
     extra = [] if torch.cuda.is_available() else ["--enforce-eager"]  # CPU: ready in ~20 s, not ~50
-    if source.startswith("models:/"):
-        target, name = source, source[len("models:/") :].replace("@", "-")
-        if _tracking_uri():
-            extra += ["--tracking-uri", _tracking_uri()]
+    if source.startswith("models:/"):  # the version downloaded here (once), its folder served
+        got = _target(source)
+        what: dict[str, Any] = {"target": got.model_path, "served_model_name": got.name, "loras": got.loras}
+        logs = source[len("models:/") :].replace("@", "-")
     else:
-        target, name = str(_job_config(source)), source
+        what, logs = {"target": _job_config(source)}, source
     return start_server(
-        target,
-        jobs.board_dir() / ".chat" / name,
+        **what,
+        log_dir=jobs.board_dir() / ".chat" / logs,
         backend="vllm",
         host="127.0.0.1",
         port=0,
