@@ -31,6 +31,7 @@ pytestmark = [
 ]
 JOB, LONG = "webui-e2e", "webui-e2e-long"
 # both versions pass, so that promote, promote and roll back each move the champion (the gate still runs)
+ENDED = r"^(?![\s\S]*: running)[\s\S]*\S"  # an eval / export area's text once its job has ended
 LENIENT_GATE = "[{metric: eval_loss, direction: lower, min_improvement: -100}]"
 
 
@@ -181,8 +182,9 @@ def test_board_covers_every_area(board: str, tmp_path: Path) -> None:
         # --- Evaluate: `ft eval` of the finished job, its comparison table
         _tab(page, "Evaluate")
         page.locator("#run-eval").click()
-        page.locator("#eval-results table").wait_for(timeout=600_000)
-        assert "eval_loss" in page.locator("#eval-results").inner_text()
+        results = _wait_text(page, "eval-results", ENDED, 600)
+        assert "eval_loss" in results, results  # the comparison table, drawn as a table
+        page.locator("#eval-results table").wait_for()
         page.screenshot(path=shots / "evaluate.png", full_page=True)
         lap("evaluate")
 
@@ -190,7 +192,8 @@ def test_board_covers_every_area(board: str, tmp_path: Path) -> None:
         _tab(page, "Export")
         _fill(page, "export.export_dir", str(tmp_path / "export"))
         page.locator("#run-export").click()
-        page.locator("#model-card").get_by_text(str(tmp_path / "export")).wait_for(timeout=600_000)
+        card = _wait_text(page, "model-card", ENDED, 600)
+        assert str(tmp_path / "export") in card, card
         assert (tmp_path / "export" / "model.safetensors").is_file()
         page.screenshot(path=shots / "export.png")
         lap("export")

@@ -36,7 +36,8 @@ def _shown(block: Any) -> str:
 
     if isinstance(block, (gr.Button, gr.Markdown)):
         return str(block.value or "")
-    return str(getattr(block, "label", None) or "") if getattr(block, "show_label", True) else ""
+    hidden = getattr(block, "show_label", None) is False
+    return "" if hidden else str(getattr(block, "label", None) or "")
 
 
 def test_every_visible_text_has_its_chinese(board) -> None:
