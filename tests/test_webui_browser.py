@@ -30,8 +30,8 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium (apt-get install chromium)"),
 ]
 JOB, LONG = "webui-e2e", "webui-e2e-long"
-# both versions pass, so that promote, promote and roll back each move the champion (the gate still runs)
 ENDED = r"^(?![\s\S]*: running)[\s\S]*\S"  # an eval / export area's text once its job has ended
+# both versions pass, so that promote, promote and roll back each move the champion (the gate still runs)
 LENIENT_GATE = "[{metric: eval_loss, direction: lower, min_improvement: -100}]"
 
 
