@@ -168,7 +168,7 @@ def _result(log: str, verb: str, lang: str = "en") -> str:
     """`ft eval`: the comparison table it printed; `ft export`: the model card of the export folder."""
     if verb == "eval":
         rows = [line for line in log.splitlines() if line.startswith("|")]
-        return "\n".join(rows) or i18n.ui("no_results", lang)
+        return "\n".join(rows) or "no results (see the log)"
     for match in reversed(list(_ARTIFACT_LINE.finditer(log))):
         card = Path(match["path"]) / "README.md"
         if card.is_file():

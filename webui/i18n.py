@@ -64,6 +64,11 @@ UI_EN = {
     "chat_source": "Model: a board job, models:/NAME@ALIAS or a running ft serve (http://host:port/v1)",
     "backend": "Backend",
     "conversation": "Conversation",
+    # for the Evaluate area and the Run-on switch (helper A's branch): wrap them in form.text(key, ...)
+    "eval_source": "Model to evaluate",
+    "eval_sets": "Eval set",
+    "run_on": "Run on",
+    "token_lengths": "Token lengths",
     "serve_settings": "Serving settings (ft serve)",
     # messages ({names} are filled in)
     "saved": "saved {path}",
@@ -77,7 +82,6 @@ UI_EN = {
     "chat_no_model": "(load a model first)",
     "chat_empty": "(empty answer: the model ended at once)",
     "vllm_missing": "vLLM is not installed here",
-    "no_results": "no results (see the log)",
     "no_export": "no export folder (see the log)",
     "state.running": "running",
     "state.completed": "completed",
