@@ -23,6 +23,7 @@ LONGEST_FIRST = (  # by the summed durations of a full run (pytest --durations)
     "test_pref_stages.py",
     "test_webui_browser.py",
     "test_webui_jobs.py",
+    "test_webui_chat.py",
     "test_builtin_families.py",
     "test_distributed.py",
     "test_rl_stages.py",

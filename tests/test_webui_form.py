@@ -14,7 +14,7 @@ pytest.importorskip("gradio")
 from ftcore.config import PipelineConfig, dump_config, load_config
 from webui import i18n
 from webui.cli import credentials
-from webui.schema import FormErrors, config_to_values, fields, from_form, to_form, values_to_config
+from webui.schema import FieldSpec, FormErrors, config_to_values, fields, from_form, to_form, values_to_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if "jobs" not in yaml.safe_load(p.read_text()))
@@ -99,7 +99,8 @@ def test_chinese_table_names_real_fields_and_falls_back_to_english() -> None:
     assert set(table["ui"]) <= set(i18n.UI_EN)
     spec = {s.path: s for s in fields()}
     assert i18n.label(spec["train.learning_rate"], "zh") == "学习率"
-    assert i18n.label(spec["train.rl.ppo_gamma"], "zh") == "ppo gamma"  # no entry: English
+    new_field = FieldSpec("train.rl.new_knob", "float", 0.0, "A field added after the table.")
+    assert i18n.label(new_field, "zh") == "new knob"  # no entry: English
     assert i18n.ui("start", "zh") == "开始" and i18n.ui("start", "en") == "Start"
 
 

@@ -54,7 +54,9 @@ def build() -> gr.Blocks:
                 preview_md = form.text("dataset_preview", gr.Markdown("", elem_id="data-preview"), "label")
                 with gr.Row():  # `ft data check`: counts and token lengths of every dataset of the job
                     stats_md = gr.Markdown("", elem_id="data-stats")
-                    stats_img = gr.Image(label="token lengths", elem_id="data-lengths", visible=False)
+                    stats_img = form.text(
+                        "token_lengths", gr.Image(label="Token lengths", elem_id="data-lengths", visible=False)
+                    )
                 with gr.Row():
                     preview_btn = form.text("preview", gr.Button("Preview YAML and command"), "value")
                     cfg_path = form.text(
@@ -64,7 +66,9 @@ def build() -> gr.Blocks:
                     load_btn = form.text("load", gr.Button("Load config"), "value")
                 with gr.Row():
                     yaml_box = gr.Code(language="yaml", label="YAML", elem_id="yaml-preview")
-                    cmd_box = gr.Textbox(label="ft", elem_id="ft-command")
+                    cmd_box = gr.Textbox(label=i18n.ui("command", "en"), elem_id="ft-command")
+                    form.text("yaml", yaml_box)
+                    form.text("command", cmd_box)
                 with gr.Row():
                     start_btn = form.text(
                         "start", gr.Button("Start", variant="primary", elem_id="start"), "value"
@@ -79,6 +83,7 @@ def build() -> gr.Blocks:
                         allow_custom_value=True,
                         elem_id="run-on",
                     )
+                    form.text("run_on", run_on)
                 job = form.text(
                     "job", gr.Dropdown(jobs.list_jobs(), label="Job", elem_id="job", allow_custom_value=True)
                 )
@@ -139,7 +144,7 @@ def build() -> gr.Blocks:
             cfg, marks = checked(language, *args)
             if cfg is not None:
                 jobs.save_config(cfg, Path(path))
-                gr.Info(f"saved {path}")
+                gr.Info(i18n.ui("saved", _lang(language)).format(path=path))
             return marks
 
         save_btn.click(save, [lang, cfg_path, *inputs], outputs_marks)
@@ -168,10 +173,13 @@ def build() -> gr.Blocks:
 
         start_btn.click(start, [lang, run_on, *inputs], [*outputs_marks, job])
 
-        def stop(name: str) -> str:
-            return f"stopping {name}" if name and jobs.stop(name) else f"{name or 'no job'}: not running"
+        def stop(name: str, language: str) -> str:
+            lang = _lang(language)
+            if name and jobs.stop(name):
+                return i18n.ui("stopping", lang).format(name=name)
+            return i18n.ui("not_running", lang).format(name=name or i18n.ui("no_job", lang))
 
-        stop_btn.click(stop, job, job_status)
+        stop_btn.click(stop, [job, lang], job_status)
 
         def resume(name: str) -> Any:
             if not name:
@@ -183,24 +191,26 @@ def build() -> gr.Blocks:
             return gr.update(value=name)
 
         resume_btn.click(resume, job, job)
-        timer.tick(watch, job, [job_status, loss_plot, links, log])
+        timer.tick(watch, [job, lang], [job_status, loss_plot, links, log])
         # a reopened browser shows the newest job again (running or not)
         demo.load(_newest_job, None, job)
     demo.ftflow_form = form  # the field components by path (tests reach every field through it)
     return demo
 
 
-def watch(name: str | None) -> list[Any]:
+def watch(name: str | None, language: str = "en") -> list[Any]:
     """The job's state, loss curve, links and log tail (the timer calls it every 2 s)."""
     status = jobs.status(name) if name else None
     if status is None:
         return ["", gr.update(), "", ""]
-    head = f"**{status.name}**: {status.state}"
+    lang = _lang(language)
+    head = f"**{status.name}**: {i18n.ui('state.' + status.state, lang)}"
     if status.prefect_state:  # a deployment run: Scheduled / Late / Pending / Running / Cancelling ...
         head += f" ({status.prefect_state})"
     if status.max_steps:
         speed = status.tokens_per_s or "?"
-        head += f" | step {status.step}/{status.max_steps} | {speed} tok/s | ETA {status.eta}"
+        step, eta = i18n.ui("step", lang), i18n.ui("eta", lang)
+        head += f" | {step} {status.step}/{status.max_steps} | {speed} tok/s | {eta} {status.eta}"
     frame = pd.DataFrame(status.losses, columns=["step", "loss"])
     return [head, frame, areas.job_links(name, status), status.log_tail]
 

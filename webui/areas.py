@@ -13,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from ftcore.errors import FtflowError
-from webui import chat, evaluate_area, jobs
+from webui import chat, evaluate_area, i18n, jobs
 from webui.form import Form
 from webui.schema import FormErrors
 
@@ -31,45 +31,60 @@ def render_all(form: Form, lang: gr.Radio) -> None:
 
     wire_evaluate = evaluate_area.render(form, cfg_of)
     with form.text("chat", gr.Tab("Chat", id="chat")):
-        with gr.Row():
-            source = gr.Textbox(
-                label="job / models:/NAME@ALIAS / http://host:port/v1",
-                info="a board job (its registered or merged model), a registry version or a "
-                "running `ft serve`",
-                elem_id="chat-source",
+        missing = chat.vllm_unavailable()  # then vLLM cannot be picked, and the switch says why
+        with gr.Row(equal_height=True):
+            source = form.text(
+                "chat_source", gr.Textbox(label=i18n.ui("chat_source", "en"), elem_id="chat-source", scale=3)
             )
-            load_btn = form.text("load_model", gr.Button("Load model", elem_id="chat-load"), "value")
+            backend = gr.Radio(
+                list(chat.BACKENDS),
+                value="transformers",
+                label=i18n.ui("backend", "en"),
+                info=f"⛔ vLLM: {missing}" if missing else "vLLM: `ft serve --backend vllm`, started here",
+                interactive=missing is None,
+                elem_id="chat-backend",
+                scale=2,
+            )
+            form.text("backend", backend)
+            with gr.Column(scale=1, min_width=160):
+                load_btn = form.text("load_model", gr.Button("Load model", elem_id="chat-load"), "value")
+                unload_btn = gr.Button("Unload model", elem_id="chat-unload")
+                form.text("unload_model", unload_btn, "value")
         loaded = gr.Markdown(elem_id="chat-loaded")
         system = form.text("system_prompt", gr.Textbox(label="System prompt"))
         with gr.Row():
             max_tokens = form.text("max_new_tokens", gr.Slider(1, 1024, 32, step=1, label="Max new tokens"))
             temperature = form.text("temperature", gr.Slider(0.0, 1.5, 0.7, label="Temperature"))
             top_p = form.text("top_p", gr.Slider(0.05, 1.0, 0.9, label="Top-p"))
-        bot = gr.Chatbot(elem_id="chatbot", height=320)
+        bot = form.text("conversation", gr.Chatbot(label="Conversation", elem_id="chatbot", height=320))
         with gr.Row():
             message = form.text("message", gr.Textbox(label="Message", elem_id="chat-message", scale=4))
             send = form.text("send", gr.Button("Send", variant="primary", elem_id="chat-send"), "value")
             clear = form.text("clear", gr.Button("Clear"), "value")
-        with gr.Accordion("serve", open=False):
+        with form.text("serve_settings", gr.Accordion(i18n.ui("serve_settings", "en"), open=False)):
             form.render("chat")
     with form.text("export", gr.Tab("Export", id="export")):
         form.render("export")
         export_btn = form.text("run_export", gr.Button("Export", elem_id="run-export"), "value")
         card = form.text("model_card", gr.Markdown(elem_id="model-card"), "label")
-        export_log = gr.Textbox(lines=8, max_lines=8, label="log", elem_id="export-log")
+        export_log = form.text("log", gr.Textbox(lines=8, max_lines=8, label="Log", elem_id="export-log"))
     with form.text("registry", gr.Tab("Registry", id="registry")):
         form.render("registry")
         refresh = form.text("refresh", gr.Button("Refresh", elem_id="registry-refresh"), "value")
         versions = form.text("versions", gr.Dataframe(elem_id="registry-versions", wrap=True), "label")
         with gr.Row():
-            version = form.text("version", gr.Number(label="Version", precision=0))
-            promote_btn = form.text("promote", gr.Button("Promote (through the gate)"), "value")
-            rollback_btn = form.text("rollback", gr.Button("Roll back"), "value")
+            version = form.text(
+                "version", gr.Number(label="Version", precision=0, elem_id="registry-version")
+            )
+            promote_btn = gr.Button("Promote (through the gate)", elem_id="registry-promote")
+            rollback_btn = gr.Button("Roll back", elem_id="registry-rollback")
+            form.text("promote", promote_btn, "value")
+            form.text("rollback", rollback_btn, "value")
         decision = gr.Markdown(elem_id="registry-decision")
     inputs = form.inputs  # every area's fields, now that all are rendered
 
     def run_step(verb: str):
-        def handler(*args: Any):
+        def handler(language: str, *args: Any):
             cfg = cfg_of(*args)
             if isinstance(cfg, str):
                 yield f"**{cfg}**", ""
@@ -79,14 +94,15 @@ def render_all(form: Form, lang: gr.Radio) -> None:
             except FtflowError as exc:
                 yield f"**{exc}**", ""
                 return
-            yield from _follow(jobdir.name, verb)
+            yield from _follow(jobdir.name, verb, i18n.lang_code(language))
 
         return handler
 
     wire_evaluate(inputs)
-    export_btn.click(run_step("export"), inputs, [card, export_log])
-    load_btn.click(chat.load, source, loaded)
-    send_args = [message, bot, system, max_tokens, temperature, top_p]
+    export_btn.click(run_step("export"), [lang, *inputs], [card, export_log])
+    load_btn.click(chat.load, [source, backend, lang], loaded)
+    unload_btn.click(chat.unload, lang, loaded)
+    send_args = [message, bot, system, max_tokens, temperature, top_p, lang]
     send.click(chat.respond, send_args, [bot, message])
     message.submit(chat.respond, send_args, [bot, message])
     clear.click(lambda: [], None, bot)
@@ -129,7 +145,7 @@ def render_all(form: Form, lang: gr.Radio) -> None:
     rollback_btn.click(rollback, inputs, [decision, versions])
 
 
-def _follow(name: str, verb: str):
+def _follow(name: str, verb: str, lang: str = "en"):
     """Yield (result markdown, log tail) until the job ends."""
     import time
 
@@ -138,19 +154,20 @@ def _follow(name: str, verb: str):
         if status is None:
             return
         done = status.state != "running"
-        yield (_result(status.log_tail, verb) if done else f"{name}: {status.state}"), status.log_tail
+        state = i18n.ui(f"state.{status.state}", lang)
+        yield (_result(status.log_tail, verb, lang) if done else f"{name}: {state}"), status.log_tail
         if done:
             return
         time.sleep(1.0)
 
 
-def _result(log: str, verb: str) -> str:
+def _result(log: str, verb: str, lang: str = "en") -> str:
     """`ft export`: the model card of the export folder (Evaluate reads its own: evaluate_area.result)."""
     for match in reversed(list(_ARTIFACT_LINE.finditer(log))):
         card = Path(match["path"]) / "README.md"
         if card.is_file():
             return f"`{match['path']}`\n\n" + card.read_text(encoding="utf-8")
-    return "no export folder (see the log)"
+    return i18n.ui("no_export", lang)
 
 
 def registry_table(cfg: Any) -> pd.DataFrame:

@@ -161,6 +161,8 @@ def render(form: Any, cfg_of: Any) -> Any:
                 scale=3,
             )
             refresh = gr.Button("↻", elem_id="eval-refresh", scale=0, min_width=60)
+        form.text("eval_source", source)
+        form.text("eval_sets", eval_sets)
         form.render("evaluate")
         eval_btn = form.text("run_eval", gr.Button("Evaluate", elem_id="run-eval"), "value")
         eval_out = form.text("results", gr.Markdown(elem_id="eval-results"), "label")

@@ -68,8 +68,9 @@ class Form:
                 self._rows(members, lang)
                 continue
             visible = group not in SHOWN_FOR or SHOWN_FOR[group][1][0] in ("lora", "sft")
-            with gr.Accordion(group, open=group in ("train.lora",), visible=visible) as acc:
-                self.groups[group] = acc
+            title = i18n.ui(f"group.{group}", lang)
+            with gr.Accordion(title, open=group in ("train.lora",), visible=visible) as acc:
+                self.groups[group] = self.text(f"group.{group}", acc)
                 self._rows(members, lang)
 
     def _rows(self, members: list[FieldSpec], lang: str) -> None:
