@@ -54,9 +54,8 @@ def build() -> gr.Blocks:
                 preview_md = form.text("dataset_preview", gr.Markdown("", elem_id="data-preview"), "label")
                 with gr.Row():  # `ft data check`: counts and token lengths of every dataset of the job
                     stats_md = gr.Markdown("", elem_id="data-stats")
-                    stats_img = form.text(
-                        "token_lengths", gr.Image(label="Token lengths", elem_id="data-lengths", visible=False)
-                    )
+                    lengths = gr.Image(label="Token lengths", elem_id="data-lengths", visible=False)
+                    stats_img = form.text("token_lengths", lengths)
                 with gr.Row():
                     preview_btn = form.text("preview", gr.Button("Preview YAML and command"), "value")
                     cfg_path = form.text(
