@@ -14,9 +14,12 @@ A run during which other processes used more than a quarter of a core (/proc/sta
 CPU time) is refused: reported as REFUSED, not counted. Writes the section "Training throughput (W1)"
 of bench/RESULTS.md.
 
-How long: on a quiet 2-core machine about 75 minutes (about 26 runs of 1-3 minutes in two dtypes, 4
-epoch runs of ~3-5 minutes), plus ~5 minutes the first time to install LLaMA-Factory into
-bench/.venvs/llamafactory (or FTFLOW_VENVS/llamafactory-bench when FTFLOW_VENVS is set).
+How long, measured on this 2-core machine (no bf16 instructions: fp32 only): about 95 minutes.
+ftflow's runs take ~2.5 minutes each, LLaMA-Factory's defaults 6.5, its neat_packing ~11 (17 s a step,
+three times), TRL's two ~10 together (capped at 12 steps, w1_drivers.TRL_MAX_STEPS), and the epochs
+~22. Installing LLaMA-Factory into bench/.venvs/llamafactory (or FTFLOW_VENVS/llamafactory-bench)
+takes ~5 minutes the first time. `--part throughput --steps 10 --runs "ftflow defaults,LLaMA-Factory
+neat_packing"` is the headline comparison alone, ~12 minutes.
 
     PYTHONPATH=$PWD python bench/train_throughput.py                 # the full benchmark
     PYTHONPATH=$PWD python bench/train_throughput.py --smoke         # 3 steps, no refusal, no file
@@ -344,7 +347,7 @@ def report(results: dict[str, dict], a: argparse.Namespace) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace (or append) the section under its header, keeping the rest of RESULTS.md."""
-    header = section.splitlines()[0]
+    header = section.splitlines()[0] + "\n"  # the whole line: one header may start another
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     if header in text:
         before, _, rest = text.partition(header)
