@@ -65,6 +65,7 @@ RUNS: dict[str, tuple[str, Any]] = {
     "TRL SFTTrainer packing": ("trl", True),
 }
 REPEATED = ("ftflow defaults", "LLaMA-Factory neat_packing")
+REFUSE_CORES = 0.25  # a run during which other processes used more cores than this is not counted
 
 
 def cpu_busy() -> int:
@@ -184,17 +185,8 @@ def run_one(
     if threads:  # on a busy machine torch's threads thrash (10-40x slower): one each keeps it sane
         env["OMP_NUM_THREADS"] = str(threads)
     log = (work / f"{name.replace(' ', '_')}.log").open("w")
-    busy0, t0 = cpu_busy(), time.monotonic()
-    proc = subprocess.Popen(
-        [str(python), str(HERE / "w1_drivers.py"), tool, str(spec_file), str(result_file)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed, busy = time.monotonic() - t0, cpu_busy() - busy0
-    own = (usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK")
-    others = max(0.0, (busy - own) / os.sysconf("SC_CLK_TCK") / elapsed)
+    cmd = [str(python), str(HERE / "w1_drivers.py"), tool, str(spec_file), str(result_file)]
+    status, _, usage, others = measured(cmd, env, log)
     row: dict[str, Any] = {"name": name, "others_cores": others, "peak_rss_gb": usage.ru_maxrss / 1e6}
     if status != 0 or not result_file.exists():
         row["error"] = f"exit status {status}; see {log.name}"
@@ -202,20 +194,27 @@ def run_one(
         row.update(json.loads(result_file.read_text()))
         if not row["tokens"]:
             row["error"] = f"no tokens counted; see {log.name}"
-    row["refused"] = refuse and others > 0.25
+    row["refused"] = refuse and others > REFUSE_CORES
     return row
+
+
+def measured(cmd: list[str], env: dict[str, str], log: Any) -> tuple[int, float, Any, float]:
+    """Run `cmd` to its end: its exit status, seconds, resource usage, and the cores other processes
+    used meanwhile (/proc/stat's busy time minus the command's own)."""
+    busy0, start = cpu_busy(), time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - start
+    own = (usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK")
+    others = max(0.0, (cpu_busy() - busy0 - own) / os.sysconf("SC_CLK_TCK") / seconds)
+    return status, seconds, usage, others
 
 
 def wall_time(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Seconds of one whole command, and the cores other processes used meanwhile."""
-    busy0, start = cpu_busy(), time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - start
+    status, seconds, _, others = measured(cmd, env, subprocess.DEVNULL)
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with status {status}")
-    own = (usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK")
-    others = max(0.0, (cpu_busy() - busy0 - own) / os.sysconf("SC_CLK_TCK") / seconds)
     return seconds, others
 
 
@@ -299,7 +298,7 @@ def epoch_report(walls: dict[str, tuple[float, float]], a: argparse.Namespace) -
         "|---|---|---|---|",
     ]
     for label, (seconds, others) in walls.items():
-        flag = " REFUSED" if a.refuse and others > 0.25 else ""
+        flag = " REFUSED" if a.refuse and others > REFUSE_CORES else ""
         ratio = f"{seconds / ours:.2f}x" if ours else "-"
         lines.append(f"| {label}{flag} | {seconds:.0f} | {ratio} | {others:.2f} |")
     return "\n".join([*lines, ""])

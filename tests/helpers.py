@@ -149,3 +149,14 @@ def mlflow_server_at(root: Path) -> Iterator[str]:
     finally:
         stop_group(proc)
         log.close()
+
+
+# The function the template tests' tool calls use (a non-ASCII description checks escaping).
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "天气 of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}

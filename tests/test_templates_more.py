@@ -15,7 +15,7 @@ from ftcore.data import template as template_module
 from ftcore.data.template import get_template
 from ftcore.errors import ConfigError, DataError
 from tests.helpers import MULTI_CJK as MULTI
-from tests.helpers import REASONING, SINGLE
+from tests.helpers import REASONING, SINGLE, TOOL
 from tests.helpers import SYSTEM_PLAIN as SYSTEM
 
 OFFICIAL = Path(__file__).parent / "data" / "chat_templates"
@@ -130,16 +130,6 @@ def test_deepseekr1_reasoning(tokenizer):
     assert "12 plus 7" not in text and "three and four" in text
     (_, response), *_ = template.encode_multiturn(tokenizer, SINGLE)
     assert tokenizer.decode(response) == f"<think>\n\n</think>\n\nenots{DS_EOS}"
-
-
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "天气 of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def test_glm4_tool_calls_match_official(tokenizer):

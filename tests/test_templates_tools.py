@@ -13,6 +13,7 @@ import pytest
 from ftcore.data import get_template, infer_template
 from ftcore.data.tools import call_ids
 from ftcore.errors import DataError
+from tests.helpers import TOOL
 
 OFFICIAL = Path(__file__).parent / "data" / "chat_templates"
 MISTRAL_JINJA = (OFFICIAL / "mistral-instruct-v0.3.jinja").read_text()
@@ -41,14 +42,6 @@ SEED_REASONING = [
 ]
 CONVERSATIONS = {"single": CHAT[:2], "multi": CHAT, "reasoning": REASONING, "seed-reasoning": SEED_REASONING}
 SYSTEM = "You answer in one line."
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "天气 of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 TOOLS = json.dumps([TOOL], ensure_ascii=False)
 CALL = {"name": "get_weather", "arguments": {"city": "北京", "days": 2}}
 # a row as a sharegpt dataset holds it: the call without an id (derived, see call_ids)
